@@ -1,0 +1,166 @@
+"""The `gandist` command: parses subcommands and hands each to the module that does the work."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from gandist.config import ConfigError, load_config, to_yaml
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def default_num_processes() -> int:
+    """All local GPUs; on a CPU-only machine two gloo ranks (or one on a single core)."""
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    return min(2, os.cpu_count() or 1)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from gandist import train
+
+    num = default_num_processes() if args.num_processes == "auto" else int(args.num_processes)
+    if num <= 1 or "WORLD_SIZE" in os.environ:
+        return train.main([args.config, *args.overrides])
+    # Validate here too, so a typo fails in one process before N start.
+    try:
+        train.preflight(load_config(args.config, args.overrides), world_size=num)
+    except ConfigError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", str(num), "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no",
+        "--main_process_port", str(_free_port()),
+        "-m", "gandist.train", args.config, *args.overrides,
+    ]  # fmt: skip
+    return subprocess.call(command)
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    print(to_yaml(cfg), end="")
+    return 0
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from gandist.data.shards import write_manifest, write_shards
+    from gandist.data.synthetic import DIGITS, glyph_samples
+
+    if args.num < 1 or args.size < 8:
+        print("gandist: error: --num must be >= 1 and --size >= 8", file=sys.stderr)
+        return 2
+    samples = glyph_samples(args.num, size=args.size, seed=args.seed, workers=args.workers)
+    progress = tqdm(samples, total=args.num, desc="glyphs", unit="img", disable=args.quiet)
+    shards = write_shards(progress, args.out, prefix="glyphs", max_count=args.shard_size)
+    write_manifest(
+        args.out, shards, kind="image", dataset="glyphs", count=args.num, seed=args.seed,
+        resolution=args.size, channels=3, classes=list(DIGITS),
+    )  # fmt: skip
+    print(f"wrote {args.num} glyphs in {len(shards)} shards to {args.out}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    from gandist.sampling import sample_grid
+
+    try:
+        path = sample_grid(args.run, num=args.num, out=args.out, seed=args.seed)
+    except (ValueError, ConfigError) as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_bench_train(args: argparse.Namespace) -> int:
+    from gandist.bench import bench_train
+
+    bench_train(args.config, args.overrides, steps=args.steps, rounds=args.rounds)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gandist", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a GAN from a YAML config and key=value overrides")
+    p.add_argument("config", help="YAML file, e.g. configs/dcgan.yaml")
+    p.add_argument("overrides", nargs="*", help="key=value, e.g. train.steps=1000")
+    p.add_argument(
+        "--num-processes", default="1",
+        help="ranks to start on this machine through accelerate launch: a number or 'auto' "
+        "(all GPUs, or 2 gloo ranks on a CPU machine); default 1",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("config", help="print the resolved config")
+    p.add_argument("config")
+    p.add_argument("overrides", nargs="*")
+    p.set_defaults(func=cmd_config)
+
+    data = sub.add_parser("data", help="make, inspect and verify WebDataset shards")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    synth = data_sub.add_parser("synth", help="write a built-in synthetic dataset")
+    synth_sub = synth.add_subparsers(dest="dataset", required=True)
+    p = synth_sub.add_parser("glyphs", help="labelled digit glyphs with varied style and colour")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--num", type=int, default=20000)
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_data_synth)
+
+    p = sub.add_parser("sample", help="draw a grid of samples from a run or checkpoint")
+    p.add_argument("run", help="run directory (newest checkpoint) or a checkpoint folder")
+    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--out", type=Path, default=Path("samples.png"))
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_sample)
+
+    bench = sub.add_parser("bench", help="benchmarks that print figures")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True)
+    p = bench_sub.add_parser("train", help="Trainer images/s against a plain PyTorch loop")
+    p.add_argument("config", nargs="?", default="configs/dcgan.yaml")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--steps", type=int, default=60, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=3, help="alternating rounds of each")
+    p.set_defaults(func=cmd_bench_train)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    # Overrides may come after options (`train CFG --num-processes 2 a=1`); argparse stops
+    # collecting a positional list at the first option, so gather the stragglers here.
+    if extra:
+        stray = [item for item in extra if item.startswith("-") or "=" not in item]
+        if stray or not hasattr(args, "overrides"):
+            parser.error(f"unrecognized arguments: {' '.join(stray or extra)}")
+        args.overrides = [*args.overrides, *extra]
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

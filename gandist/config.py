@@ -1,0 +1,250 @@
+"""Typed configuration: dataclass defaults, merged with a YAML file and key=value overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from omegaconf import OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from yaml import YAMLError
+
+MixedPrecision = Literal["fp32", "bf16", "fp16"]
+
+
+class ConfigError(ValueError):
+    """A problem with the user's configuration; the CLI prints it and exits with code 2."""
+
+
+def _require(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class DataConfig:
+    shards: str = "data/glyphs"
+    """Training shards: a folder of .tar files, a file, or a brace pattern (`d/train-{000..009}.tar`)."""
+    resolution: int = 32
+    """Side in pixels the images are resized to if the shards hold another size."""
+    channels: int = 3
+    """1 for grayscale, 3 for RGB; images are converted on decode."""
+    num_workers: int = 2
+    """DataLoader worker processes per rank (0 decodes in the training process)."""
+    shuffle_buffer: int = 1000
+    """Samples held in each worker's shuffle buffer."""
+
+    def __post_init__(self) -> None:
+        _require(self.resolution >= 4, f"data.resolution must be >= 4, got {self.resolution}")
+        _require(self.channels in (1, 3), f"data.channels must be 1 or 3, got {self.channels}")
+        _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
+        _require(
+            self.shuffle_buffer >= 0, f"data.shuffle_buffer must be >= 0, got {self.shuffle_buffer}"
+        )
+
+
+@dataclass
+class ModelConfig:
+    name: str = "dcgan"
+    """Model family from the registry (`gandist config` lists them in errors)."""
+    latent_dim: int = 100
+    """Size of the generator's input noise vector z."""
+    g_width: int = 64
+    """Generator base width (channels of its last hidden layer, or hidden units for MLPs)."""
+    d_width: int = 64
+    """Discriminator base width."""
+
+    def __post_init__(self) -> None:
+        # Imported here: the registry imports model modules, which import this module.
+        from gandist.registry import MODELS
+
+        MODELS.check(self.name, "model.name")
+        _require(self.latent_dim >= 1, f"model.latent_dim must be >= 1, got {self.latent_dim}")
+        _require(self.g_width >= 1, f"model.g_width must be >= 1, got {self.g_width}")
+        _require(self.d_width >= 1, f"model.d_width must be >= 1, got {self.d_width}")
+
+
+@dataclass
+class OptimConfig:
+    g_lr: float = 2e-4
+    """Generator Adam learning rate."""
+    d_lr: float = 2e-4
+    """Discriminator Adam learning rate."""
+    betas: tuple[float, float] = (0.5, 0.999)
+    """Adam betas; beta1=0.5 is the DCGAN choice that keeps the adversarial game stable."""
+
+    def __post_init__(self) -> None:
+        _require(self.g_lr > 0 and self.d_lr > 0, "optim.g_lr and optim.d_lr must be > 0")
+        _require(
+            all(0.0 <= b < 1.0 for b in self.betas),
+            f"optim.betas must be in [0, 1), got {self.betas}",
+        )
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 5000
+    """Training iterations; each is one D step and one G step on one global batch."""
+    batch_size: int = 64
+    """Global batch size: summed over all ranks; must divide evenly by the number of ranks."""
+    loss: str = "nonsaturating"
+    """Adversarial objective from the registry."""
+    mixed_precision: MixedPrecision = "fp32"
+    """fp32, bf16 (GPUs and CPUs), or fp16 (CUDA only, with loss scaling)."""
+    seed: int = 0
+    """Base seed; each rank and data worker derives its own from it."""
+    log_every: int = 20
+    """Steps between scalar logs (cross-rank reductions happen only then)."""
+    sample_every: int = 500
+    """Steps between sample grids from a fixed latent batch."""
+    num_samples: int = 64
+    """Images in each sample grid."""
+    checkpoint_every: int = 1000
+    """Steps between checkpoints; one is always written at the last step."""
+    checkpoints_total_limit: int = 3
+    """Complete checkpoints kept; older ones are pruned after each successful save."""
+    progress_bar: bool = True
+    """Show a tqdm bar on the main process."""
+
+    def __post_init__(self) -> None:
+        from gandist.registry import LOSSES
+
+        LOSSES.check(self.loss, "train.loss")
+        for key in ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
+            value = getattr(self, key)
+            _require(value >= 1, f"train.{key} must be >= 1, got {value}")
+        _require(self.num_samples >= 1, f"train.num_samples must be >= 1, got {self.num_samples}")
+        _require(
+            self.checkpoints_total_limit >= 1,
+            f"train.checkpoints_total_limit must be >= 1, got {self.checkpoints_total_limit}",
+        )
+
+
+@dataclass
+class TrackingConfig:
+    wandb: bool = True
+    """Log to Weights & Biases (offline automatically when no API key is configured)."""
+    project: str = "gandist"
+    """wandb project name."""
+    entity: str | None = None
+    """wandb entity (team or user); None uses your default."""
+    group: str | None = None
+    """wandb group, to compare related runs (a sweep) side by side."""
+    tags: list[str] = field(default_factory=list)
+    """wandb tags."""
+
+
+@dataclass
+class Config:
+    run_name: str = ""
+    """Name of the run; defaults to the config file's stem (e.g. `dcgan`)."""
+    output_dir: str = ""
+    """Run directory; defaults to `runs/<run_name>`."""
+    resume: str | None = None
+    """`latest` (newest complete checkpoint in output_dir, or a fresh start if none) or a path."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.run_name != "" or self.output_dir != "", "run_name or output_dir must be set")
+        if not self.output_dir:
+            self.output_dir = str(Path("runs") / self.run_name)
+        if not self.run_name:
+            self.run_name = Path(self.output_dir).name
+        from gandist.registry import MODELS
+
+        validate = getattr(MODELS.get(self.model.name), "validate", None)
+        if validate is not None:
+            validate(self.model, self.data.resolution, self.data.channels)
+
+
+def load_config(
+    path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Merge dataclass defaults < YAML file < `key=value` overrides, then validate.
+
+    Raises ConfigError naming the bad key, value or file and what would be accepted.
+    """
+    schema = OmegaConf.structured(Config)
+    layers = []
+    if path is not None:
+        path = Path(path)
+        _require(path.is_file(), f"config file not found: {path}")
+        try:
+            layers.append(OmegaConf.load(path))
+        except (YAMLError, OmegaConfBaseException) as err:
+            detail = " ".join(str(err).split())
+            raise ConfigError(f"cannot parse {path}: {detail}") from None
+        if "run_name" not in layers[0]:
+            layers.append(OmegaConf.create({"run_name": path.stem}))
+    else:
+        layers.append(OmegaConf.create({"run_name": "gandist"}))
+    for item in overrides:
+        _require("=" in item, f"override {item!r} must look like key=value (e.g. train.steps=100)")
+    try:
+        layers.append(OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"cannot parse overrides {list(overrides)}: {err}") from None
+
+    merged = schema
+    for layer in layers:
+        try:
+            merged = OmegaConf.merge(merged, layer)
+        except ConfigKeyError as err:
+            raise ConfigError(_unknown_key_message(err)) from None
+        except ValidationError as err:
+            raise ConfigError(_validation_message(err)) from None
+    try:
+        return OmegaConf.to_object(merged)
+    except ValidationError as err:
+        raise ConfigError(_validation_message(err)) from None
+    except OmegaConfBaseException as err:
+        raise ConfigError(str(err).splitlines()[0]) from None
+
+
+def to_yaml(cfg: Config) -> str:
+    """The resolved config as YAML, as written into the run directory."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def to_dict(cfg: Config) -> dict[str, Any]:
+    """The resolved config as plain containers (for trackers)."""
+    return OmegaConf.to_container(OmegaConf.structured(cfg))
+
+
+def _section_fields(dotted: str) -> list[str]:
+    """Field names accepted at a dotted section path (`''` for the top level)."""
+    cls: Any = Config
+    for part in filter(None, dotted.split(".")):
+        cls = {f.name: f for f in dataclasses.fields(cls)}[part].default_factory
+    return [f.name for f in dataclasses.fields(cls)]
+
+
+def _unknown_key_message(err: ConfigKeyError) -> str:
+    key = str(getattr(err, "key", "") or "")
+    parent = str(getattr(err, "full_key", "") or "")
+    section = parent.rsplit(".", 1)[0] if "." in parent else ""
+    full = f"{section}.{key}" if section else key
+    try:
+        accepted = _section_fields(section)
+    except (KeyError, TypeError):
+        return f"unknown config key: {full}"
+    hint = difflib.get_close_matches(key, accepted, n=1)
+    maybe = f" (did you mean {section + '.' if section else ''}{hint[0]}?)" if hint else ""
+    where = f"in {section}" if section else "at the top level"
+    return f"unknown config key '{full}'{maybe}; accepted {where}: {', '.join(accepted)}"
+
+
+def _validation_message(err: ValidationError) -> str:
+    key = getattr(err, "full_key", "") or "?"
+    first = str(err).splitlines()[0]
+    if "'False'" in first or "'True'" in first:
+        first += " (YAML reads yes/no/on/off as booleans: quote the value, or write fp32 for no)"
+    return f"bad value for '{key}': {first}"

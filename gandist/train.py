@@ -1,0 +1,71 @@
+"""Entry point of one training process: `python -m gandist.train CONFIG [key=value ...]`.
+
+Run it under any launcher: `accelerate launch --multi_gpu --num_processes N -m gandist.train`,
+`torchrun --nproc_per_node N -m gandist.train`, `srun`, or alone for one process.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import torch
+
+from gandist.checkpoint import latest_checkpoint
+from gandist.config import Config, ConfigError, load_config
+from gandist.data.shards import expand_shards
+from gandist.distributed import launched_world_size
+
+
+def preflight(cfg: Config, world_size: int | None = None) -> None:
+    """Checks that need no process group, so a mistake costs seconds, not a queue slot."""
+    if cfg.train.mixed_precision == "fp16" and not torch.cuda.is_available():
+        raise ConfigError(
+            "train.mixed_precision=fp16 needs a CUDA GPU (fp16 autocast with loss scaling); "
+            "on CPU use bf16 or fp32"
+        )
+    world = launched_world_size() if world_size is None else world_size
+    if cfg.train.batch_size % world:
+        raise ConfigError(
+            f"train.batch_size={cfg.train.batch_size} is the global batch and must divide evenly "
+            f"by the {world} processes"
+        )
+    try:
+        expand_shards(cfg.data.shards)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if cfg.resume is None and latest_checkpoint(cfg.output_dir) is not None:
+        raise ConfigError(
+            f"{cfg.output_dir} already holds checkpoints: pass resume=latest to continue that run, "
+            "or output_dir=... for a new one"
+        )
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
+    )
+    for noisy in ("accelerate", "wandb", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__.strip())
+        return 0 if argv else 2
+    try:
+        cfg = load_config(argv[0], argv[1:])
+        preflight(cfg)
+    except ConfigError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    configure_logging()
+    from gandist.trainer import Trainer  # after validation: keeps config errors fast
+
+    Trainer(cfg).train()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,315 @@
+"""The Trainer: owns the Accelerator, alternates D and G steps, and paces logging, samples and saves."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from gandist import __version__, checkpoint
+from gandist.config import Config, to_dict, to_yaml
+from gandist.data.stream import build_image_loader, derive_seed
+from gandist.distributed import assert_ranks_in_sync, build_accelerator
+from gandist.registry import LOSSES, MODELS
+from gandist.tracking import METRICS_FILE, JsonlTracker, image_grid, wandb_mode, wandb_run_id
+
+log = logging.getLogger(__name__)
+
+RUN_INFO_FILE = "run.json"
+
+
+@dataclass
+class TrainState:
+    """Counters saved with every checkpoint (registered with Accelerate's save_state)."""
+
+    step: int = 0
+    images_seen: int = 0
+
+    def state_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.step = int(state["step"])
+        self.images_seen = int(state["images_seen"])
+
+
+class Trainer:
+    """Trains one GAN described by a Config on every process the launcher started.
+
+    `batches` replaces the shard stream with any iterable of {"image": [B, C, H, W]} dicts
+    holding this rank's share of the global batch (benchmarks and tests use it).
+    """
+
+    def __init__(self, cfg: Config, batches: Iterable[dict[str, Any]] | None = None) -> None:
+        self.cfg = cfg
+        self.run_dir = Path(cfg.output_dir)
+        self.accelerator = self._build_accelerator()
+        self.batch_per_rank = self._batch_per_rank()
+        self._build_models()
+        self._build_optimizers()
+        self.generator, self.discriminator, self.g_optimizer, self.d_optimizer = (
+            self.accelerator.prepare(
+                self.generator, self.discriminator, self.g_optimizer, self.d_optimizer
+            )
+        )
+        self.objective = LOSSES.get(cfg.train.loss)
+        self.state = TrainState()
+        self.accelerator.register_for_checkpointing(self.state)
+        self._batches = batches
+        # The same latent batch for every grid, so samples over time show one evolving set.
+        self.fixed_latents = torch.randn(
+            cfg.train.num_samples,
+            cfg.model.latent_dim,
+            generator=torch.Generator().manual_seed(cfg.train.seed),
+        ).to(self.device)
+        self.config_yaml = to_yaml(cfg)
+
+    # ---- construction -------------------------------------------------------------------
+
+    def _build_accelerator(self):
+        log_with: list = [JsonlTracker(self.run_dir / METRICS_FILE)]
+        if self.cfg.tracking.wandb:
+            log_with.append("wandb")
+        return build_accelerator(self.cfg.train.mixed_precision, log_with=log_with)
+
+    def _batch_per_rank(self) -> int:
+        world = self.accelerator.num_processes
+        global_batch = self.cfg.train.batch_size
+        if global_batch % world:
+            raise ValueError(
+                f"train.batch_size={global_batch} is the global batch and must divide evenly by "
+                f"the {world} processes; try {global_batch - global_batch % world or world}"
+            )
+        return global_batch // world
+
+    def _build_models(self) -> None:
+        # One seed for initialisation on every rank (DDP also broadcasts rank 0's weights);
+        # afterwards each rank draws its own noise from a seed derived from its rank.
+        torch.manual_seed(self.cfg.train.seed)
+        build = MODELS.get(self.cfg.model.name)
+        self.generator, self.discriminator = build(
+            self.cfg.model, self.cfg.data.resolution, self.cfg.data.channels
+        )
+        torch.manual_seed(derive_seed(self.cfg.train.seed, self.accelerator.process_index))
+
+    def _build_optimizers(self) -> None:
+        optim = self.cfg.optim
+        self.g_optimizer = torch.optim.Adam(
+            self.generator.parameters(), lr=optim.g_lr, betas=tuple(optim.betas)
+        )
+        self.d_optimizer = torch.optim.Adam(
+            self.discriminator.parameters(), lr=optim.d_lr, betas=tuple(optim.betas)
+        )
+
+    def _data_iterator(self) -> Iterator[dict[str, Any]]:
+        if self._batches is not None:
+            return iter(self._batches)
+        # A resumed run reads the stream from a seed derived from its step, so it does not
+        # replay the batches it has already trained on in the same order.
+        loader = build_image_loader(
+            self.cfg.data,
+            batch_size=self.batch_per_rank,
+            rank=self.accelerator.process_index,
+            world_size=self.accelerator.num_processes,
+            seed=derive_seed(self.cfg.train.seed, self.state.step),
+        )
+        return iter(loader)
+
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    # ---- the two phases -----------------------------------------------------------------
+
+    def _latents(self, batch_size: int) -> torch.Tensor:
+        return torch.randn(batch_size, self.cfg.model.latent_dim, device=self.device)
+
+    def d_step(self, real_images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One discriminator update; G runs without a graph, so no G gradients are formed."""
+        with torch.no_grad(), self.accelerator.autocast():
+            fake_images = self.generator(self._latents(real_images.shape[0]))
+        with self.accelerator.autocast():
+            real_logits = self.discriminator(real_images)
+            fake_logits = self.discriminator(fake_images)
+            loss, metrics = self.objective.d_loss(real_logits, fake_logits)
+        self.d_optimizer.zero_grad(set_to_none=True)
+        self.accelerator.backward(loss)
+        self.d_optimizer.step()
+        return {"d_loss": loss.detach(), **metrics}
+
+    def g_step(self, batch_size: int) -> dict[str, torch.Tensor]:
+        """One generator update through a frozen D.
+
+        D's unwrapped module is used: through its DDP wrapper, DDP would expect gradients for
+        D's parameters that a frozen D never produces, and stall the next D step.
+        """
+        discriminator = self.accelerator.unwrap_model(self.discriminator)
+        discriminator.requires_grad_(False)
+        try:
+            with self.accelerator.autocast():
+                fake_images = self.generator(self._latents(batch_size))
+                fake_logits = discriminator(fake_images)
+                loss, metrics = self.objective.g_loss(fake_logits)
+            self.g_optimizer.zero_grad(set_to_none=True)
+            self.accelerator.backward(loss)
+            self.g_optimizer.step()
+        finally:
+            discriminator.requires_grad_(True)
+        return {"g_loss": loss.detach(), **metrics}
+
+    # ---- the loop -----------------------------------------------------------------------
+
+    def train(self) -> TrainState:
+        """Run until `train.steps`, resuming first if asked; returns the final counters."""
+        cfg = self.cfg.train
+        self._resume()
+        self._start_tracking()
+        data = self._data_iterator()
+        global_batch = self.batch_per_rank * self.accelerator.num_processes
+        sums: dict[str, torch.Tensor] = {}
+        window_steps, window_start = 0, time.perf_counter()
+        progress = tqdm(
+            total=cfg.steps,
+            initial=self.state.step,
+            disable=not (self.is_main and cfg.progress_bar),
+            dynamic_ncols=True,
+        )
+        while self.state.step < cfg.steps:
+            real_images = next(data)["image"].to(self.device, non_blocking=True)
+            assert real_images.shape[0] == self.batch_per_rank, "every rank needs full batches"
+            metrics = self.d_step(real_images) | self.g_step(self.batch_per_rank)
+            for key, value in metrics.items():
+                sums[key] = sums.get(key, 0.0) + value
+            self.state.step += 1
+            self.state.images_seen += global_batch
+            window_steps += 1
+            progress.update(1)
+
+            step, last = self.state.step, self.state.step == cfg.steps
+            if step % cfg.log_every == 0 or last:
+                elapsed = time.perf_counter() - window_start
+                logged = self._log_scalars(
+                    sums, window_steps, window_steps * global_batch / elapsed
+                )
+                progress.set_postfix(
+                    d=f"{logged['train/d_loss']:.3f}", g=f"{logged['train/g_loss']:.3f}"
+                )
+                sums, window_steps, window_start = {}, 0, time.perf_counter()
+            if step % cfg.sample_every == 0 or last:
+                self.save_samples()
+            if step % cfg.checkpoint_every == 0 or last:
+                self.save_checkpoint()
+                window_start = time.perf_counter()  # keep save time out of images/s
+        progress.close()
+        self.accelerator.end_training()
+        if self.is_main:
+            log.info("run finished: %s", self.run_dir.resolve())
+        return self.state
+
+    def _log_scalars(
+        self, sums: dict[str, torch.Tensor], num_steps: int, images_per_s: float
+    ) -> dict[str, float]:
+        # The only cross-rank reduction of the loop, paid once per log interval.
+        keys = sorted(sums)
+        local = (
+            torch.stack([torch.as_tensor(sums[k], dtype=torch.float32) for k in keys]) / num_steps
+        )
+        means = self.accelerator.reduce(local.to(self.device), reduction="mean").tolist()
+        values = {f"train/{k}": v for k, v in zip(keys, means, strict=True)}
+        values["train/images_seen"] = self.state.images_seen
+        values["perf/images_per_s"] = images_per_s
+        self.accelerator.log(values, step=self.state.step)
+        return values
+
+    @torch.no_grad()
+    def save_samples(self) -> Path | None:
+        """Write a grid from the fixed latents to samples/ and the trackers (main process only)."""
+        if not self.is_main:
+            return None
+        generator = self.accelerator.unwrap_model(self.generator)
+        was_training = generator.training
+        generator.eval()
+        with self.accelerator.autocast():
+            images = generator(self.fixed_latents)
+        generator.train(was_training)
+        path = self.run_dir / "samples" / f"step-{self.state.step:08d}.png"
+        grid = image_grid(images, path)
+        if self.cfg.tracking.wandb:
+            self.accelerator.get_tracker("wandb").log_images(
+                {"samples": [grid.permute(1, 2, 0).numpy()]}, step=self.state.step
+            )
+        return path
+
+    def save_checkpoint(self) -> Path:
+        assert_ranks_in_sync(
+            self.accelerator, {"generator": self.generator, "discriminator": self.discriminator}
+        )
+        path = checkpoint.save_checkpoint(
+            self.accelerator,
+            self.run_dir,
+            self.state.step,
+            self.generator,
+            self.config_yaml,
+            keep=self.cfg.train.checkpoints_total_limit,
+        )
+        if self.is_main:
+            log.info("saved checkpoint %s", path)
+        return path
+
+    def _resume(self) -> None:
+        path = checkpoint.resolve_resume(self.cfg.resume, self.run_dir)
+        if path is None:
+            if self.cfg.resume == "latest" and self.is_main:
+                log.info("resume=latest: no checkpoint in %s yet, starting fresh", self.run_dir)
+            return
+        self.accelerator.load_state(str(path))
+        if self.is_main:
+            log.info("resumed from %s at step %d", path, self.state.step)
+
+    def _run_info(self) -> dict[str, Any]:
+        """How this run was launched, for a reader of the run directory."""
+        return {
+            "world_size": self.accelerator.num_processes,
+            "distributed_type": str(self.accelerator.distributed_type),
+            "device": str(self.device),
+            "mixed_precision": self.cfg.train.mixed_precision,
+            "batch_per_rank": self.batch_per_rank,
+            "resumed_at_step": self.state.step,
+            "gandist": __version__,
+            "torch": torch.__version__,
+        }
+
+    def _start_tracking(self) -> None:
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / checkpoint.CONFIG_FILE).write_text(self.config_yaml)
+            (self.run_dir / RUN_INFO_FILE).write_text(json.dumps(self._run_info(), indent=2) + "\n")
+        init_kwargs: dict[str, Any] = {}
+        if self.cfg.tracking.wandb and self.is_main:
+            tracking = self.cfg.tracking
+            init_kwargs["wandb"] = {
+                "dir": str(self.run_dir),
+                "name": self.cfg.run_name,
+                "mode": wandb_mode(),
+                "entity": tracking.entity,
+                "group": tracking.group,
+                "tags": list(tracking.tags),
+                # One wandb run per run directory: a resumed job appends to it.
+                "id": wandb_run_id(self.run_dir),
+                "resume": "allow",
+            }
+        config = to_dict(self.cfg) | {"world_size": self.accelerator.num_processes}
+        self.accelerator.init_trackers(
+            self.cfg.tracking.project, config=config, init_kwargs=init_kwargs
+        )
