@@ -14,6 +14,18 @@ from gandist.registry import MODELS
 from gandist.tracking import image_grid
 
 
+def generate(
+    generator: nn.Module, latents: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Images [B, C, H, W] from latents [B, latent_dim]; class labels [B] for conditional models.
+
+    The one place that knows how a generator is called, for grids, evaluation and export.
+    """
+    if labels is None:
+        return generator(latents)
+    return generator(latents, labels)
+
+
 def load_generator(run_or_checkpoint: str | os.PathLike) -> tuple[nn.Module, Config]:
     """The generator of a run (its newest checkpoint) or of one checkpoint, in eval mode."""
     weights, folder = load_generator_weights(run_or_checkpoint)
@@ -32,5 +44,5 @@ def sample_grid(
         raise ValueError(f"--num must be >= 1, got {num}")
     generator, cfg = load_generator(run_or_checkpoint)
     latents = torch.randn(num, cfg.model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    image_grid(generator(latents), out)
+    image_grid(generate(generator, latents), out)
     return Path(out)

@@ -18,6 +18,7 @@ from gandist.config import Config, to_dict, to_yaml
 from gandist.data.stream import build_image_loader, derive_seed
 from gandist.distributed import assert_ranks_in_sync, build_accelerator
 from gandist.registry import LOSSES, MODELS
+from gandist.sampling import generate
 from gandist.tracking import METRICS_FILE, JsonlTracker, image_grid, wandb_mode, wandb_run_id
 
 log = logging.getLogger(__name__)
@@ -232,16 +233,20 @@ class Trainer:
         self.accelerator.log(values, step=self.state.step)
         return values
 
+    def sampling_generator(self) -> torch.nn.Module:
+        """The generator used for sample grids and evaluation (unwrapped from DDP)."""
+        return self.accelerator.unwrap_model(self.generator)
+
     @torch.no_grad()
     def save_samples(self) -> Path | None:
         """Write a grid from the fixed latents to samples/ and the trackers (main process only)."""
         if not self.is_main:
             return None
-        generator = self.accelerator.unwrap_model(self.generator)
+        generator = self.sampling_generator()
         was_training = generator.training
         generator.eval()
         with self.accelerator.autocast():
-            images = generator(self.fixed_latents)
+            images = generate(generator, self.fixed_latents)
         generator.train(was_training)
         path = self.run_dir / "samples" / f"step-{self.state.step:08d}.png"
         grid = image_grid(images, path)
