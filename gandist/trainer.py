@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from gandist import __version__, checkpoint
 from gandist.config import Config, to_dict, to_yaml
-from gandist.data.stream import build_image_loader, derive_seed
+from gandist.data.stream import StreamPosition, build_image_loader, derive_seed
 from gandist.distributed import assert_ranks_in_sync, build_accelerator
 from gandist.registry import LOSSES, MODELS
 from gandist.sampling import generate
@@ -32,13 +32,16 @@ class TrainState:
 
     step: int = 0
     images_seen: int = 0
+    data_positions: list[list[int]] = field(default_factory=list)
+    """Each rank's StreamPosition (as a list) when the checkpoint was taken."""
 
-    def state_dict(self) -> dict[str, int]:
+    def state_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.images_seen = int(state["images_seen"])
+        self.data_positions = [list(row) for row in state.get("data_positions", [])]
 
 
 class Trainer:
@@ -64,6 +67,7 @@ class Trainer:
         self.state = TrainState()
         self.accelerator.register_for_checkpointing(self.state)
         self._batches = batches
+        self.stream_position: StreamPosition | None = None
         # The same latent batch for every grid, so samples over time show one evolving set.
         self.fixed_latents = torch.randn(
             cfg.train.num_samples,
@@ -112,16 +116,44 @@ class Trainer:
     def _data_iterator(self) -> Iterator[dict[str, Any]]:
         if self._batches is not None:
             return iter(self._batches)
-        # A resumed run reads the stream from a seed derived from its step, so it does not
-        # replay the batches it has already trained on in the same order.
+        num_roles = max(1, self.cfg.data.num_workers)
+        self.stream_position = self._saved_stream_position(num_roles)
+        seed = self.cfg.train.seed
+        if self.stream_position is None:
+            self.stream_position = StreamPosition.start(num_roles)
+            if self.state.step > 0:
+                # The saved position does not fit this launch: read a fresh order rather than
+                # replaying the first batches of the run.
+                seed = derive_seed(seed, self.state.step)
         loader = build_image_loader(
             self.cfg.data,
             batch_size=self.batch_per_rank,
             rank=self.accelerator.process_index,
             world_size=self.accelerator.num_processes,
-            seed=derive_seed(self.cfg.train.seed, self.state.step),
+            seed=seed,
+            position=self.stream_position,
         )
         return iter(loader)
+
+    def _saved_stream_position(self, num_roles: int) -> StreamPosition | None:
+        rows = self.state.data_positions
+        if not rows:
+            return None
+        if len(rows) != self.accelerator.num_processes or len(rows[0]) != 1 + 2 * num_roles:
+            if self.is_main:
+                log.warning(
+                    "the checkpoint's data position was saved with %d ranks and another worker "
+                    "count; the stream restarts in a fresh order (samples may repeat this epoch)",
+                    len(rows),
+                )
+            return None
+        return StreamPosition.from_list(rows[self.accelerator.process_index])
+
+    def _gather_stream_positions(self) -> None:
+        if self.stream_position is None:
+            return
+        local = torch.tensor([self.stream_position.to_list()], device=self.device)
+        self.state.data_positions = self.accelerator.gather(local).tolist()
 
     @property
     def device(self) -> torch.device:
@@ -187,7 +219,10 @@ class Trainer:
             dynamic_ncols=True,
         )
         while self.state.step < cfg.steps:
-            real_images = next(data)["image"].to(self.device, non_blocking=True)
+            batch = next(data)
+            if self.stream_position is not None:
+                self.stream_position.advance(batch)
+            real_images = batch["image"].to(self.device, non_blocking=True)
             assert real_images.shape[0] == self.batch_per_rank, "every rank needs full batches"
             metrics = self.d_step(real_images) | self.g_step(self.batch_per_rank)
             for key, value in metrics.items():
@@ -257,6 +292,7 @@ class Trainer:
         return path
 
     def save_checkpoint(self) -> Path:
+        self._gather_stream_positions()
         assert_ranks_in_sync(
             self.accelerator, {"generator": self.generator, "discriminator": self.discriminator}
         )
