@@ -14,6 +14,8 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationE
 from yaml import YAMLError
 
 MixedPrecision = Literal["fp32", "bf16", "fp16"]
+DataKind = Literal["image", "audio"]
+DataMode = Literal["exact", "resampled"]
 
 
 class ConfigError(ValueError):
@@ -37,6 +39,19 @@ class DataConfig:
     """DataLoader worker processes per rank (0 decodes in the training process)."""
     shuffle_buffer: int = 1000
     """Samples held in each worker's shuffle buffer."""
+    kind: DataKind = "image"
+    """What the shards hold: `image` (batches of [B, C, H, W]) or `audio` (batches of [B, 1, L])."""
+    mode: DataMode = "exact"
+    """`exact`: each epoch every shard once, split over ranks and workers (needs >= ranks x workers
+    shards); `resampled`: shards drawn with replacement, `epoch_batches` batches per rank per epoch."""
+    epoch_batches: int = 1000
+    """Resampled mode: batches per rank per epoch (rounded up to a multiple of num_workers)."""
+    sample_rate: int = 16000
+    """Audio: sample rate in Hz the shards were made at; clips at another rate are skipped as bad."""
+    length: int = 16384
+    """Audio: samples per clip; longer clips are centre-cropped, shorter ones zero-padded."""
+    max_bad_fraction: float = 0.05
+    """Training stops (on every rank) once more than this fraction of the samples read was bad."""
 
     def __post_init__(self) -> None:
         _require(self.resolution >= 4, f"data.resolution must be >= 4, got {self.resolution}")
@@ -44,6 +59,15 @@ class DataConfig:
         _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
         _require(
             self.shuffle_buffer >= 0, f"data.shuffle_buffer must be >= 0, got {self.shuffle_buffer}"
+        )
+        _require(
+            self.epoch_batches >= 1, f"data.epoch_batches must be >= 1, got {self.epoch_batches}"
+        )
+        _require(self.sample_rate >= 1, f"data.sample_rate must be >= 1 Hz, got {self.sample_rate}")
+        _require(self.length >= 16, f"data.length must be >= 16 samples, got {self.length}")
+        _require(
+            0.0 <= self.max_bad_fraction <= 1.0,
+            f"data.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}",
         )
 
 

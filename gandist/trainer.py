@@ -15,7 +15,13 @@ from tqdm.auto import tqdm
 
 from gandist import __version__, checkpoint
 from gandist.config import Config, to_dict, to_yaml
-from gandist.data.stream import StreamPosition, build_image_loader, derive_seed
+from gandist.data.stream import (
+    DataHealth,
+    StreamPosition,
+    build_image_loader,
+    check_bad_fraction,
+    derive_seed,
+)
 from gandist.distributed import assert_ranks_in_sync, build_accelerator
 from gandist.registry import LOSSES, MODELS
 from gandist.sampling import generate
@@ -68,6 +74,8 @@ class Trainer:
         self.accelerator.register_for_checkpointing(self.state)
         self._batches = batches
         self.stream_position: StreamPosition | None = None
+        self.data_health = DataHealth()
+        self._data_totals, self._data_example = (0, 0), ""  # global (skipped, read) at last log
         # The same latent batch for every grid, so samples over time show one evolving set.
         self.fixed_latents = torch.randn(
             cfg.train.num_samples,
@@ -133,7 +141,7 @@ class Trainer:
             seed=seed,
             position=self.stream_position,
         )
-        return iter(loader)
+        return self.data_health.track(iter(loader))
 
     def _saved_stream_position(self, num_roles: int) -> StreamPosition | None:
         rows = self.state.data_positions
@@ -241,6 +249,7 @@ class Trainer:
                 progress.set_postfix(
                     d=f"{logged['train/d_loss']:.3f}", g=f"{logged['train/g_loss']:.3f}"
                 )
+                self._check_data_health()
                 sums, window_steps, window_start = {}, 0, time.perf_counter()
             if step % cfg.sample_every == 0 or last:
                 self.save_samples()
@@ -265,8 +274,40 @@ class Trainer:
         values = {f"train/{k}": v for k, v in zip(keys, means, strict=True)}
         values["train/images_seen"] = self.state.images_seen
         values["perf/images_per_s"] = images_per_s
+        values |= self._data_health_values()
         self.accelerator.log(values, step=self.state.step)
         return values
+
+    def _data_health_values(self) -> dict[str, float]:
+        """`data/skipped` and `data/bad_fraction` summed over ranks (a collective, at log steps).
+
+        Each rank also logs the shard and key of every sample it skipped since the last call.
+        """
+        if self._batches is not None:
+            return {}
+        health = self.data_health
+        local = torch.tensor([health.num_skipped, health.num_read], dtype=torch.float64)
+        reduced = self.accelerator.reduce(local.to(self.device), reduction="sum").tolist()
+        self._data_totals = (int(reduced[0]), int(reduced[1]))
+        self._data_example = ""
+        for url, key, reason in health.drain():
+            self._data_example = self._data_example or f"{url} key={key or '?'}: {reason}"
+            log.warning(
+                "data/skipped: rank %d shard %s key %s: %s",
+                self.accelerator.process_index,
+                url,
+                key or "?",
+                reason,
+            )
+        num_skipped, num_read = self._data_totals
+        return {"data/skipped": num_skipped, "data/bad_fraction": num_skipped / max(1, num_read)}
+
+    def _check_data_health(self) -> None:
+        """Stop on too much bad data, on every rank at the same step (the counts are global)."""
+        num_skipped, num_read = self._data_totals
+        check_bad_fraction(
+            num_skipped, num_read, self.cfg.data.max_bad_fraction, self._data_example
+        )
 
     def sampling_generator(self) -> torch.nn.Module:
         """The generator used for sample grids and evaluation (unwrapped from DDP)."""
