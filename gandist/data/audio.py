@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from fractions import Fraction
 
 import numpy as np
@@ -24,7 +25,8 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
     try:
         samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as err:
-        raise ValueError(f"cannot decode audio: {err}") from None
+        detail = re.sub(r"^Error opening <[^>]*>: ", "", str(err))  # the BytesIO repr says nothing
+        raise ValueError(f"cannot decode audio: {detail}") from None
     if samples.shape[0] == 0:
         raise ValueError("audio file holds no frames")
     return samples, int(rate)
@@ -84,6 +86,7 @@ def load_clip(data: bytes, sample_rate: int, length: int) -> torch.Tensor:
 
 def log_spectrogram(clip: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
     """Log-magnitude STFT of a mono clip, [freq, time], scaled to [0, 1] (for contact sheets)."""
+
     spec = torch.stft(
         torch.as_tensor(clip, dtype=torch.float32),
         n_fft=n_fft,
