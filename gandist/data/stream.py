@@ -6,6 +6,7 @@ import io
 import itertools
 import logging
 import random
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -217,11 +218,14 @@ class BadSample(ValueError):
 def _locate(exn: Exception) -> Skipped:
     if isinstance(exn, BadSample):
         return Skipped(exn.url, exn.key, exn.reason)
-    # WebDataset appends the shard URL (and sometimes the stream) to a tar error's args.
+    # WebDataset appends the shard URL (and sometimes the stream) to a tar error's args, or
+    # names the open file in the message (`... @ <_io.BufferedReader name='x.tar'>`).
     args = list(getattr(exn, "args", ()))
     strings = [a for a in args[1:] if isinstance(a, str)]
-    url = strings[-1] if strings else ""
     message = str(args[0]) if args else ""
+    found = re.search(r" @ <.*name='([^']+)'.*>$", message)
+    url = strings[-1] if strings else (found.group(1) if found else "")
+    message = message[: found.start()] if found else message
     return Skipped(url, "", f"{type(exn).__name__}: {message}".strip())
 
 
@@ -241,6 +245,8 @@ class SkipCounter:
         if isinstance(exn, UnreadableDataError):
             return False  # not a bad sample: the end of the road
         skipped = _locate(exn)
+        if self.pending and self.pending[-1] == skipped:
+            return True  # the same tar error, passed up through a second WebDataset layer
         self.count += 1
         self.pending.append(skipped)
         log.warning("skipped bad data (%d so far): %s", self.count, skipped)

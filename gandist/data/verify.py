@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from gandist.data import audio
 from gandist.data.shards import expand_shards, is_remote, read_manifest
-from gandist.data.stream import AUDIO_KEYS, IMAGE_KEYS, decode_image, sample_label
+from gandist.data.stream import AUDIO_KEYS, IMAGE_KEYS, _locate, decode_image, sample_label
 
 
 @dataclass
@@ -48,8 +48,10 @@ def _raw_samples(url: str, problems: list[Problem]) -> Iterator[dict[str, Any]]:
     """The samples of one shard; tar errors (truncation, bad headers) become Problems."""
 
     def handler(exn: Exception) -> bool:
-        message = str(exn.args[0]) if getattr(exn, "args", None) else str(exn)
-        problems.append(Problem(url, "", f"unreadable shard: {type(exn).__name__}: {message}"))
+        where = _locate(exn)
+        problem = Problem(url, "", f"unreadable shard: {where.reason}")
+        if not problems or problems[-1] != problem:  # one tar error, seen by two layers
+            problems.append(problem)
         return True
 
     yield from wds.tarfile_to_samples(handler=handler)(iter([{"url": url}]))
