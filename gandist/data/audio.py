@@ -34,7 +34,9 @@ def decode(data: bytes) -> tuple[np.ndarray, int]:
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
     """[frames, channels] -> [frames], the channel mean."""
-    return samples.mean(axis=1) if samples.ndim == 2 else samples
+    if samples.ndim == 1:
+        return samples
+    return samples[:, 0] if samples.shape[1] == 1 else samples.mean(axis=1)
 
 
 def resample(samples: np.ndarray, rate_hz: int, target_hz: int) -> np.ndarray:

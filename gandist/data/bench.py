@@ -97,8 +97,10 @@ def bench_data(
     for spec in specs:
         urls = expand_shards(spec)
         base = data_config(spec, 0)
-        plain = plain_loop(urls, base, num_samples)  # measured once per spec, same members
         for count in workers:
+            # Plain loop and stream alternate, each timed right before the other, so a busy
+            # machine slows both rather than skewing the ratio.
+            plain = plain_loop(urls, base, num_samples)
             cfg = data_config(spec, count)
             rate = pipeline_rate(cfg, batch_size, num_samples)
             per_worker = rate / plain / max(1, count)
@@ -113,7 +115,8 @@ def bench_data(
             )
             print(
                 f"{spec[-28:]:<28} {cfg.kind:<6} {count:>7} {plain:>9.0f} {rate:>9.0f} "
-                f"{rate / plain:>12.2f} {per_worker:>10.2f}"
+                f"{rate / plain:>12.2f} {per_worker:>10.2f}",
+                flush=True,
             )
     print(
         f"({os.cpu_count()} cores; 'per worker' = stream/plain divided by workers, the goal is "
