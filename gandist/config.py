@@ -182,10 +182,6 @@ def load_config(
         except (YAMLError, OmegaConfBaseException) as err:
             detail = " ".join(str(err).split())
             raise ConfigError(f"cannot parse {path}: {detail}") from None
-        if "run_name" not in layers[0]:
-            layers.append(OmegaConf.create({"run_name": path.stem}))
-    else:
-        layers.append(OmegaConf.create({"run_name": "gandist"}))
     for item in overrides:
         _require("=" in item, f"override {item!r} must look like key=value (e.g. train.steps=100)")
     try:
@@ -201,6 +197,8 @@ def load_config(
             raise ConfigError(_unknown_key_message(err)) from None
         except ValidationError as err:
             raise ConfigError(_validation_message(err)) from None
+    if not merged.run_name and not merged.output_dir:
+        merged.run_name = path.stem if path is not None else "gandist"
     try:
         return OmegaConf.to_object(merged)
     except ValidationError as err:
