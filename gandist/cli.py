@@ -169,7 +169,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
-    from gandist.data.bench import bench_data
+    from gandist.bench.data import bench_data
 
     bench_data(
         args.shards, workers=args.workers, num_samples=args.samples, batch_size=args.batch_size

@@ -30,7 +30,7 @@ def _require(condition: bool, message: str) -> None:
 @dataclass
 class DataConfig:
     shards: str = "data/glyphs"
-    """Training shards: a folder of .tar files, a file, or a brace pattern (`d/train-{000..009}.tar`)."""
+    """Training shards: a folder of .tar files, a file, a brace pattern (`d/train-{000..009}.tar`), `pipe:CMD` or an http(s) URL; `::` joins several."""
     resolution: int = 32
     """Side in pixels the images are resized to if the shards hold another size."""
     channels: int = 3
