@@ -113,6 +113,11 @@ def test_make_images_keeps_pixels_labels_and_skips_corrupt_empty_and_fake_files(
     assert [s["count"] for s in manifest["shards"]] == [2, 1]
     assert all(len(s["sha256"]) == 64 and s["bytes"] > 0 for s in manifest["shards"])
     assert len(manifest["skipped"]) == 3
+    # Two worker processes give the very same shards, byte for byte.
+    options = MakeOptions(kind="image", size=16)
+    make_shards(src, tmp_path / "out2", options, max_count=2, workers=2, progress=False)
+    again = json.loads((tmp_path / "out2" / "manifest.json").read_text())
+    assert [s["sha256"] for s in again["shards"]] == [s["sha256"] for s in manifest["shards"]]
 
     batch = take(tmp_path / "out", 1, batch_size=3, shuffle_buffer=0, resolution=16)[0]
     assert batch["image"].shape == (3, 3, 16, 16)
@@ -358,39 +363,20 @@ def test_pipe_and_http_urls_stream_the_same_samples_as_local_paths(
     assert verify_shards(specs[0]).num_samples == NUM_GLYPH_SHARDS * GLYPHS_PER_SHARD
 
 
-def test_data_cli_makes_verifies_and_inspects(tmp_path: Path) -> None:
-    result = gandist_cli(
-        "data",
-        "synth",
-        "tones",
-        "--out",
-        str(tmp_path / "t"),
-        "--num",
-        "12",
-        "--shard-size",
-        "8",
-        "--workers",
-        "1",
-        "--quiet",
-    )
-    assert "wrote 12 tones in 2 shards" in result.stdout
-    assert cli.main(["data", "inspect", str(tmp_path / "t"), "--out", str(tmp_path / "s.png")]) == 0
+def test_data_commands_synth_inspect_make_and_reject_bad_arguments(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    tones = str(tmp_path / "t")
+    args = ["--num", "12", "--shard-size", "8", "--workers", "1", "--quiet"]
+    assert cli.main(["data", "synth", "tones", "--out", tones, *args]) == 0
+    assert "wrote 12 tones in 2 shards" in capsys.readouterr().out
+    assert cli.main(["data", "inspect", tones, "--out", str(tmp_path / "s.png")]) == 0
+    printed = capsys.readouterr().out
+    assert "2 shards, 12 good samples" in printed and "audio: 12" in printed
     assert (tmp_path / "s.png").is_file()
-    assert (
-        cli.main(
-            [
-                "data",
-                "make",
-                "--from",
-                str(tmp_path / "missing"),
-                "--out",
-                str(tmp_path / "o"),
-                "--kind",
-                "image",
-            ]
-        )
-        == 2
-    )
+    missing = ["--from", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--kind", "image"]
+    assert cli.main(["data", "make", *missing]) == 2
+    assert "is not a folder" in capsys.readouterr().err
 
 
 if __name__ == "__main__":
