@@ -30,6 +30,7 @@ from gandist.data.stream import (
     BadDataError,
     DataHealth,
     StreamPosition,
+    UnreadableDataError,
     build_loader,
     check_bad_fraction,
 )
@@ -248,6 +249,14 @@ def test_audio_at_the_wrong_sample_rate_is_skipped(tone_shards: Path, tmp_path: 
     list(itertools.islice(health.track(iter(loader(out, batch_size=1, kind="audio"))), 20))
     [(url, key, reason)] = health.drain()
     assert (Path(url).name, key) == ("z-other-rate.tar", "slow") and "8000 Hz" in reason
+
+
+def test_a_stream_with_no_readable_shard_fails_instead_of_spinning(tmp_path: Path) -> None:
+    (tmp_path / "a.tar").write_bytes(b"this is not a tar file" * 100)
+    (tmp_path / "b.tar").write_bytes(b"")
+    for spec in (str(tmp_path), f"pipe:cat {tmp_path}/missing-{{0..3}}.tar"):
+        with pytest.raises(UnreadableDataError, match="shards in a row without one good sample"):
+            next(iter(loader(spec)))
 
 
 def test_verify_names_each_bad_shard_and_key_and_exits_1(
