@@ -69,9 +69,10 @@ def write_shards(
     for old in out.glob(f"{prefix}-*{SHARD_SUFFIX}"):
         old.unlink()
     pattern = str(out / f"{prefix}-%06d{SHARD_SUFFIX}")
-    # A fixed member mtime makes the same samples give byte-identical shards (and checksums).
+    # A fixed member mtime makes the same samples give byte-identical shards (and checksums);
+    # an int, because a float mtime makes tarfile add a PAX header to every member (2x parsing).
     with wds.ShardWriter(
-        pattern, maxcount=max_count, maxsize=max_bytes, verbose=0, mtime=0.0
+        pattern, maxcount=max_count, maxsize=max_bytes, verbose=0, mtime=0
     ) as writer:
         for sample in samples:
             writer.write(sample)
