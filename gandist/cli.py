@@ -172,7 +172,11 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     from gandist.bench.data import bench_data
 
     bench_data(
-        args.shards, workers=args.workers, num_samples=args.samples, batch_size=args.batch_size
+        args.shards,
+        workers=args.workers,
+        num_samples=args.samples,
+        batch_size=args.batch_size,
+        rounds=args.rounds,
     )
     return 0
 
@@ -292,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker counts to time (default 1, 2 and all cores)")  # fmt: skip
     p.add_argument("--samples", type=int, default=2048, help="samples per timed run")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3, help="alternating timings; the best counts")
     p.set_defaults(func=cmd_bench_data)
     return parser
 
