@@ -90,6 +90,73 @@ def resampled_shards(urls: list[str], seed: int, rank: int, role: int, epoch: in
         yield rng.choice(urls)
 
 
+class TruncatedShardError(ValueError):
+    """A shard that ended without the tar end-of-archive marker (cut off in a copy or upload)."""
+
+
+class _TailTracker:
+    """A read-only file wrapper that remembers the last bytes read from the stream under it."""
+
+    TAIL = 1024  # a tar archive ends with two 512-byte zero blocks
+
+    def __init__(self, stream: Any) -> None:
+        self.stream, self.tail = stream, b""
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        self.tail = (self.tail + data)[-self.TAIL :]
+        return data
+
+    def close(self) -> None:
+        self.stream.close()
+
+    def complete(self) -> bool:
+        """Whether the stream ends in the end-of-archive marker.
+
+        tarfile stops reading at the marker, so the rest (zero padding to the end of the last
+        record, normally a few KiB) is read here first.
+        """
+        try:
+            while self.read(1 << 16):
+                pass
+        except (OSError, ValueError):
+            return False
+        return len(self.tail) == self.TAIL and not self.tail.strip(b"\0")
+
+
+def read_shard(url: str, handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
+    """The samples (tar members grouped by key) of one shard, local or remote.
+
+    WebDataset's tar reader, plus a check Python's tarfile leaves out: a shard cut off at a
+    member boundary reads as a shorter, valid archive, so a shard whose stream did not end in
+    the end-of-archive marker is reported to `handler` as truncated (after its good samples).
+    """
+    trackers: list[_TailTracker] = []
+    reported: list[bool] = []
+
+    def on_error(exn: Exception) -> bool:
+        # Every layer of the tar reader may see the same broken stream: report it once, by URL.
+        if reported:
+            return True
+        reported.append(True)
+        message = str(exn.args[0]) if getattr(exn, "args", None) else str(exn)
+        reason = f"{type(exn).__name__}: {message.split(' @ <', 1)[0]}"
+        return handler(BadSample(url, "", reason))
+
+    def track(sources: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for source in sources:
+            trackers.append(_TailTracker(source["stream"]))
+            yield source | {"stream": trackers[-1]}
+
+    opened = track(wds.tariterators.url_opener(iter([{"url": url}]), handler=on_error))
+    files = wds.tariterators.tar_file_expander(opened, handler=on_error)
+    yield from wds.tariterators.group_by_keys(files, handler=on_error)
+    if trackers and not trackers[-1].complete():
+        on_error(
+            TruncatedShardError("truncated: the stream ends without a tar end-of-archive marker")
+        )
+
+
 class UnreadableDataError(RuntimeError):
     """The stream read shard after shard without a single good sample."""
 
@@ -174,7 +241,7 @@ class WorkerStream(IterableDataset):
         limit = max(8, 2 * len(self.urls))
         for url in shards:
             found = False
-            for sample in wds.tarfile_to_samples(handler=self.handler)(iter([{"url": url}])):
+            for sample in read_shard(url, self.handler):
                 found = True
                 yield sample
             self._empty_shards = 0 if found else self._empty_shards + 1

@@ -12,12 +12,18 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import webdataset as wds
 from PIL import Image, ImageDraw
 
 from gandist.data import audio
 from gandist.data.shards import expand_shards, is_remote, read_manifest
-from gandist.data.stream import AUDIO_KEYS, IMAGE_KEYS, _locate, decode_image, sample_label
+from gandist.data.stream import (
+    AUDIO_KEYS,
+    IMAGE_KEYS,
+    _locate,
+    decode_image,
+    read_shard,
+    sample_label,
+)
 
 
 @dataclass
@@ -48,13 +54,10 @@ def _raw_samples(url: str, problems: list[Problem]) -> Iterator[dict[str, Any]]:
     """The samples of one shard; tar errors (truncation, bad headers) become Problems."""
 
     def handler(exn: Exception) -> bool:
-        where = _locate(exn)
-        problem = Problem(url, "", f"unreadable shard: {where.reason}")
-        if not problems or problems[-1] != problem:  # one tar error, seen by two layers
-            problems.append(problem)
+        problems.append(Problem(url, "", f"unreadable shard: {_locate(exn).reason}"))
         return True
 
-    yield from wds.tarfile_to_samples(handler=handler)(iter([{"url": url}]))
+    yield from read_shard(url, handler)
 
 
 def check_sample(sample: dict[str, Any], expect: dict[str, Any]) -> tuple[str, Any]:
