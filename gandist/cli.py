@@ -83,7 +83,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gandist.sampling import sample_grid
 
     try:
-        path = sample_grid(args.run, num=args.num, out=args.out, seed=args.seed)
+        path = sample_grid(
+            args.run, num=args.num, out=args.out, seed=args.seed, class_index=args.class_index
+        )
     except (ValueError, ConfigError) as err:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
@@ -136,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--class", dest="class_index", type=int, default=None,
+        help="conditional models: draw only this class (default: cycle through all classes)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 
     bench = sub.add_parser("bench", help="benchmarks that print figures")
