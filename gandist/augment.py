@@ -66,8 +66,9 @@ def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     off_x = torch.randint(0, width + (1 - size_x % 2), (batch, 1, 1), device=x.device)
     ys = torch.arange(height, device=x.device)[None, :, None]
     xs = torch.arange(width, device=x.device)[None, None, :]
-    inside = ((ys - (off_y - size_y // 2)) >= 0) & ((ys - (off_y - size_y // 2)) < size_y)
-    inside &= ((xs - (off_x - size_x // 2)) >= 0) & ((xs - (off_x - size_x // 2)) < size_x)
+    rows = ((ys - (off_y - size_y // 2)) >= 0) & ((ys - (off_y - size_y // 2)) < size_y)
+    cols = ((xs - (off_x - size_x // 2)) >= 0) & ((xs - (off_x - size_x // 2)) < size_x)
+    inside = rows & cols  # [B, H, W]
     return x * (~inside)[:, None].to(x.dtype)
 
 

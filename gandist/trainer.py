@@ -421,7 +421,9 @@ class Trainer:
                 images = local_g.synthesis(ws)
             penalty, m = path_length_penalty(images, ws, local_g.pl_mean, grad_scale=grad_scale)
             with torch.no_grad():
-                local_g.pl_mean.copy_(m.pop("pl_mean"))
+                # A step whose fp16 gradients overflowed is skipped; keep its inf out of the target.
+                new_mean = m.pop("pl_mean")
+                local_g.pl_mean.copy_(torch.where(new_mean.isfinite(), new_mean, local_g.pl_mean))
             total = total + reg.pl_weight * reg.pl_every * penalty
             metrics |= m | {"pl": penalty.detach()}
         return total, metrics
