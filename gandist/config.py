@@ -75,7 +75,8 @@ class ModelConfig:
         _require(self.d_width >= 1, f"model.d_width must be >= 1, got {self.d_width}")
         _require(self.num_classes >= 0, f"model.num_classes must be >= 0, got {self.num_classes}")
         _require(
-            self.mapping_layers >= 1, f"model.mapping_layers must be >= 1, got {self.mapping_layers}"
+            self.mapping_layers >= 1,
+            f"model.mapping_layers must be >= 1, got {self.mapping_layers}",
         )
         _require(
             0.0 <= self.style_mixing_prob <= 1.0,
@@ -104,9 +105,12 @@ class OptimConfig:
             all(0.0 <= b < 1.0 for b in self.betas),
             f"optim.betas must be in [0, 1), got {self.betas}",
         )
-        _require(self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}")
         _require(
-            self.grad_clip_norm >= 0, f"optim.grad_clip_norm must be >= 0, got {self.grad_clip_norm}"
+            self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}"
+        )
+        _require(
+            self.grad_clip_norm >= 0,
+            f"optim.grad_clip_norm must be >= 0, got {self.grad_clip_norm}",
         )
 
 

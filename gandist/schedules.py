@@ -36,4 +36,3 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_multiplier(step, schedule, warmup_steps, total_steps)
     )
-

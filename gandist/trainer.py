@@ -29,8 +29,8 @@ from gandist.losses import (
 )
 from gandist.models.layers import conv_weights
 from gandist.registry import LOSSES, MODELS
-from gandist.schedules import build_scheduler
 from gandist.sampling import generate
+from gandist.schedules import build_scheduler
 from gandist.tracking import METRICS_FILE, JsonlTracker, image_grid, wandb_mode, wandb_run_id
 
 log = logging.getLogger(__name__)

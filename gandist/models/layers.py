@@ -18,7 +18,11 @@ def conv_weights(module: nn.Module) -> list[torch.Tensor]:
     weights = []
     for layer in module.modules():
         if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            weights.append(layer.parametrizations.weight.original if hasattr(layer, "parametrizations") else layer.weight)
+            weights.append(
+                layer.parametrizations.weight.original
+                if hasattr(layer, "parametrizations")
+                else layer.weight
+            )
     return weights
 
 

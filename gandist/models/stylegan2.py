@@ -55,7 +55,9 @@ class EqualConv2d(nn.Module):
         self.weight_gain = 1.0 / math.sqrt(in_ch * kernel * kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.weight.shape[-1] // 2)
+        return F.conv2d(
+            x, self.weight * self.weight_gain, self.bias, padding=self.weight.shape[-1] // 2
+        )
 
 
 class MappingNetwork(nn.Module):
@@ -121,7 +123,9 @@ class SynthesisLayer(nn.Module):
             x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         x = self.conv(x, w)
         if self.training:
-            noise = torch.randn(x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype)
+            noise = torch.randn(
+                x.shape[0], 1, x.shape[2], x.shape[3], device=x.device, dtype=x.dtype
+            )
         else:
             noise = self.noise_const.to(x.dtype)
         x = x + noise * self.noise_strength.to(x.dtype)

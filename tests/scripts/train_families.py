@@ -59,23 +59,45 @@ def run_family(spec: str, shards: Path, out: Path) -> dict:
     values = COMMON | PER_FAMILY.get(family, {})
     values |= {"output_dir": out / run_name, "data.shards": shards}
     if precision:
-        values["train.mixed_precision"] = precision
+        # GradScaler starts at 2**16 and halves on each overflowing step: give it a few steps.
+        values |= {"train.mixed_precision": precision, "train.steps": 6, "train.sample_every": 6}
+        values |= {"train.checkpoint_every": 6}
     cfg = load_config(f"configs/{family}.yaml", [f"{k}={v}" for k, v in values.items()])
     # Each family builds its own Accelerator in this one process; the precision may differ.
     AcceleratorState._reset_state()
     trainer = Trainer(cfg)
     # end_training() would destroy the process group the next family needs.
     trainer.accelerator.end_training = lambda: [t.finish() for t in trainer.accelerator.trackers]
+    initial = {
+        name: [p.detach().clone() for p in module.parameters()]
+        for name, module in (
+            ("generator", trainer.generator),
+            ("discriminator", trainer.discriminator),
+        )
+    }
     trainer.train()
     rank = trainer.accelerator.process_index
-    weights = {
-        "generator": trainer.accelerator.unwrap_model(trainer.generator).state_dict(),
-        "discriminator": trainer.accelerator.unwrap_model(trainer.discriminator).state_dict(),
+    # Parameters, not buffers: BatchNorm statistics are per rank under DDP (each rank updates
+    # them from its own batch after DDP broadcasts rank 0's), and checkpoints keep rank 0's.
+    modules = {
+        "generator": trainer.accelerator.unwrap_model(trainer.generator),
+        "discriminator": trainer.accelerator.unwrap_model(trainer.discriminator),
     }
     if trainer.ema is not None:
-        weights["ema"] = trainer.ema.module.state_dict()
-    torch.save(weights, out / run_name / f"rank{rank}.pt")
-    result = {"run": run_name}
+        modules["ema"] = trainer.ema.module
+    weights = {
+        name: {key: p.detach().clone() for key, p in module.named_parameters()}
+        for name, module in modules.items()
+    }
+    moved = {
+        name: any(
+            not torch.equal(a, b)
+            for a, b in zip(initial[name], modules[name].parameters(), strict=True)
+        )
+        for name in initial
+    }
+    torch.save({"weights": weights, "moved": moved}, out / run_name / f"rank{rank}.pt")
+    result = {"run": run_name, "steps": cfg.train.steps}
     if precision == "fp16":
         result |= check_scalers_are_separate(trainer)
     return result
@@ -98,7 +120,10 @@ def check_scalers_are_separate(trainer: Trainer) -> dict:
 def check_unlabelled_batches_refused(shards: Path, out: Path) -> str:
     cfg = load_config(
         "configs/conditional.yaml",
-        [f"{k}={v}" for k, v in (COMMON | {"output_dir": out / "unlabelled", "data.shards": shards}).items()],
+        [
+            f"{k}={v}"
+            for k, v in (COMMON | {"output_dir": out / "unlabelled", "data.shards": shards}).items()
+        ],
     )
     AcceleratorState._reset_state()
     batch = {"image": torch.zeros(4, 3, 32, 32), "label": torch.full((4,), -1)}
