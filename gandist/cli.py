@@ -100,6 +100,13 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_families(args: argparse.Namespace) -> int:
+    from gandist.bench_families import bench_families
+
+    num = default_num_processes() if args.num_processes == "auto" else int(args.num_processes)
+    return bench_families(args.configs, args.set, args.steps, args.warmup, num)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gandist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -152,6 +159,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=60, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of each")
     p.set_defaults(func=cmd_bench_train)
+    p = bench_sub.add_parser("families", help="images/s of every GAN family at its default config")
+    p.add_argument("configs", nargs="*", help="config files (default: every family's config)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per config")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per config first")
+    p.add_argument("--num-processes", default="auto", help="ranks: a number or 'auto'")
+    p.add_argument("--set", nargs="*", default=[], help="key=value overrides for every config")
+    p.set_defaults(func=cmd_bench_families)
     return parser
 
 
