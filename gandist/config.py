@@ -142,8 +142,8 @@ class TrainConfig:
     """Discriminator steps per generator step, each on a fresh real batch (5 for WGAN-GP)."""
     ema_half_life_images: int = 0
     """Half-life of the generator EMA in images (global, so independent of GPU count); 0: no EMA."""
-    augment: str = ""
-    """DiffAugment policy applied to real and fake images in D: comma list of translation, cutout, color."""
+    augment: str | None = None
+    """DiffAugment policy for real and fake images in D: comma list of translation, cutout, color."""
 
     def __post_init__(self) -> None:
         from gandist.registry import LOSSES
@@ -164,7 +164,7 @@ class TrainConfig:
         )
         from gandist.augment import check_policy
 
-        check_policy(self.augment, "train.augment")
+        check_policy(self.augment or "", "train.augment")
 
 
 @dataclass

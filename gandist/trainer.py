@@ -137,7 +137,8 @@ class Trainer:
         cfg = self.cfg
         local_generator = self.accelerator.unwrap_model(self.generator)
         self.num_classes = int(getattr(local_generator, "num_classes", 0))
-        self.augment = DiffAugment(cfg.train.augment)
+        self.augment = DiffAugment(cfg.train.augment or "")
+        self._lazy_metrics: dict[str, torch.Tensor] = {}
         self.ema: GeneratorEMA | None = None
         if cfg.train.ema_half_life_images > 0:
             self.ema = GeneratorEMA(local_generator, cfg.train.ema_half_life_images)
@@ -367,8 +368,10 @@ class Trainer:
             penalty, m = r1_penalty(reals, logits, grad_scale)
             # Lazy regularisation: every r1_every steps, r1_every times as strong.
             total = total + (reg.r1_gamma / 2) * reg.r1_every * penalty
-            metrics |= m
-        return total, metrics
+            self._lazy_metrics |= m
+        # Lazy penalties report their latest value on every step, so a log window's mean is
+        # not diluted by the steps that skipped them.
+        return total, metrics | {k: v for k, v in self._lazy_metrics.items() if k == "r1"}
 
     def g_step(self, batch_size: int, g_step_index: int = 0) -> dict[str, torch.Tensor]:
         """One generator update through a frozen D.
@@ -425,8 +428,9 @@ class Trainer:
                 new_mean = m.pop("pl_mean")
                 local_g.pl_mean.copy_(torch.where(new_mean.isfinite(), new_mean, local_g.pl_mean))
             total = total + reg.pl_weight * reg.pl_every * penalty
-            metrics |= m | {"pl": penalty.detach()}
-        return total, metrics
+            self._lazy_metrics |= m | {"pl": penalty.detach()}
+        lazy = {k: v for k, v in self._lazy_metrics.items() if k in ("pl", "pl_length")}
+        return total, metrics | lazy
 
     def train_step(self, data: Iterator[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """`train.n_critic` D steps on fresh real batches, one G step, then the LR schedules."""
@@ -564,6 +568,7 @@ class Trainer:
             "distributed_type": str(self.accelerator.distributed_type),
             "device": str(self.device),
             "mixed_precision": self.cfg.train.mixed_precision,
+            "precision": self.precision,
             "batch_per_rank": self.batch_per_rank,
             "resumed_at_step": self.state.step,
             "gandist": __version__,

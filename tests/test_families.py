@@ -102,6 +102,14 @@ def test_fp16_generator_overflow_leaves_discriminator_loss_scale_alone(
 
 
 @pytest.mark.dist
+@pytest.mark.parametrize("run_name", ["dcgan", "stylegan2-fp16"])
+def test_resume_restores_ema_schedules_and_scalers(families_run: Path, run_name: str) -> None:
+    result = next(r for r in _results(families_run)["runs"] if r["run"] == run_name)
+    assert all(result["resume"].values()), result["resume"]
+    assert ("scalers" in result["resume"]) == run_name.endswith("fp16")
+
+
+@pytest.mark.dist
 def test_conditional_model_refuses_batches_without_labels(families_run: Path) -> None:
     message = _results(families_run)["unlabelled_error"]
     assert "class-conditional" in message and "'cls'" in message

@@ -42,6 +42,7 @@ COMMON = {
     "optim.grad_clip_norm": 10.0,
     "tracking.wandb": False,
 }
+RESUME_CHECKS = {"dcgan", "stylegan2:fp16"}
 PER_FAMILY = {
     "dcgan": {"train.augment": "color,translation,cutout"},
     "wgan": {"train.n_critic": 2},
@@ -98,9 +99,45 @@ def run_family(spec: str, shards: Path, out: Path) -> dict:
     }
     torch.save({"weights": weights, "moved": moved}, out / run_name / f"rank{rank}.pt")
     result = {"run": run_name, "steps": cfg.train.steps}
+    if spec in RESUME_CHECKS:
+        result["resume"] = check_resume(trainer, values)
     if precision == "fp16":
         result |= check_scalers_are_separate(trainer)
     return result
+
+
+def check_resume(trainer: Trainer, values: dict) -> dict:
+    """Resume a second Trainer from the run's last checkpoint; report what came back intact."""
+    from gandist.sampling import load_generator
+
+    cfg = load_config(
+        f"configs/{trainer.cfg.model.name}.yaml",
+        [f"{k}={v}" for k, v in (values | {"resume": "latest"}).items()],
+    )
+    AcceleratorState._reset_state()
+    resumed = Trainer(cfg)
+    resumed._resume()
+    exported, _ = load_generator(trainer.run_dir)
+
+    def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+        return all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
+
+    report = {
+        "step": resumed.state.step == trainer.state.step,
+        "ema": same(resumed.ema.module, trainer.ema.module),
+        "exported_generator_is_ema": same(exported, trainer.ema.module),
+        "ema_differs_from_generator": not same(
+            trainer.ema.module, trainer.accelerator.unwrap_model(trainer.generator)
+        ),
+        "lr": [s.get_last_lr() for s in resumed.schedulers]
+        == [s.get_last_lr() for s in trainer.schedulers],
+    }
+    if trainer.g_scaler is not None:
+        report["scalers"] = (resumed.g_scaler.get_scale(), resumed.d_scaler.get_scale()) == (
+            trainer.g_scaler.get_scale(),
+            trainer.d_scaler.get_scale(),
+        )
+    return report
 
 
 def check_scalers_are_separate(trainer: Trainer) -> dict:
