@@ -50,6 +50,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    if args.reference:
+        from gandist.config import reference_markdown
+
+        print(reference_markdown(), end="")
+        return 0
+    if args.config is None:
+        print("gandist: error: give a CONFIG file (or --reference)", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
@@ -94,7 +102,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
-    from gandist.bench import bench_train
+    from gandist.bench.train import bench_train
 
     bench_train(args.config, args.overrides, steps=args.steps, rounds=args.rounds)
     return 0
@@ -122,8 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("config", help="print the resolved config")
-    p.add_argument("config")
+    p.add_argument("config", nargs="?")
     p.add_argument("overrides", nargs="*")
+    p.add_argument("--reference", action="store_true", help="print every key as a markdown table")
     p.set_defaults(func=cmd_config)
 
     data = sub.add_parser("data", help="make, inspect and verify WebDataset shards")

@@ -252,10 +252,6 @@ def load_config(
         except (YAMLError, OmegaConfBaseException) as err:
             detail = " ".join(str(err).split())
             raise ConfigError(f"cannot parse {path}: {detail}") from None
-        if "run_name" not in layers[0]:
-            layers.append(OmegaConf.create({"run_name": path.stem}))
-    else:
-        layers.append(OmegaConf.create({"run_name": "gandist"}))
     for item in overrides:
         _require("=" in item, f"override {item!r} must look like key=value (e.g. train.steps=100)")
     try:
@@ -271,6 +267,8 @@ def load_config(
             raise ConfigError(_unknown_key_message(err)) from None
         except ValidationError as err:
             raise ConfigError(_validation_message(err)) from None
+    if not merged.run_name and not merged.output_dir:
+        merged.run_name = path.stem if path is not None else "gandist"
     try:
         return OmegaConf.to_object(merged)
     except ValidationError as err:
@@ -318,3 +316,42 @@ def _validation_message(err: ValidationError) -> str:
     if "'False'" in first or "'True'" in first:
         first += " (YAML reads yes/no/on/off as booleans: quote the value, or write fp32 for no)"
     return f"bad value for '{key}': {first}"
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (the string literal under each field) read from the class source."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())  # type: ignore[attr-defined]
+    return docs
+
+
+def reference_markdown() -> str:
+    """The config reference table for the README, generated from the dataclasses."""
+    defaults = to_dict(Config(run_name="<config file stem>", output_dir="runs/<run_name>"))
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+
+    def walk(cls: type, prefix: str, values: dict[str, Any]) -> None:
+        docs = _field_docs(cls)
+        for f in dataclasses.fields(cls):
+            value = values[f.name]
+            if dataclasses.is_dataclass(f.default_factory):
+                walk(f.default_factory, f"{prefix}{f.name}.", value)
+                continue
+            shown = "null" if value is None else value
+            lines.append(f"| `{prefix}{f.name}` | `{shown}` | {docs.get(f.name, '')} |")
+
+    walk(Config, "", defaults)
+    return "\n".join(lines) + "\n"

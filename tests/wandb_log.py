@@ -39,9 +39,17 @@ def records(path: str | Path) -> Iterator[wandb_internal_pb2.Record]:
             pending += chunk
 
 
+def run_files(run_dir: str | Path) -> list[Path]:
+    """Offline run files under `run_dir/wandb/`, one per launch, oldest first.
+
+    A resumed run writes a new folder per launch under the same run id; `wandb sync` merges them.
+    """
+    return sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+
+
 def run_file(run_dir: str | Path) -> Path:
-    """The single offline run file under `run_dir/wandb/`."""
-    found = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    """The single offline run file of a run launched once."""
+    found = run_files(run_dir)
     assert len(found) == 1, f"expected one offline wandb run under {run_dir}, found {found}"
     return found[0]
 
