@@ -109,7 +109,7 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_families(args: argparse.Namespace) -> int:
-    from gandist.bench_families import bench_families
+    from gandist.bench.families import bench_families
 
     num = default_num_processes() if args.num_processes == "auto" else int(args.num_processes)
     return bench_families(args.configs, args.set, args.steps, args.warmup, num)

@@ -126,7 +126,7 @@ def bench_families(
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone",
         "--nproc_per_node", str(num_processes),
-        "-m", "gandist.bench_families",
+        "-m", "gandist.bench.families",
         "--steps", str(steps), "--warmup", str(warmup),
         "--configs", *(configs or DEFAULT_CONFIGS),
     ]  # fmt: skip
