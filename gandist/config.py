@@ -172,7 +172,7 @@ class RegConfig:
     gp_weight: float = 0.0
     """WGAN-GP gradient penalty weight (10 in the paper); 0 disables it."""
     r1_gamma: float = 0.0
-    """R1 penalty gamma on real images (loss gamma/2 * |grad D(x)|^2); 0 disables it."""
+    """R1 penalty gamma: loss gamma/2 times the squared norm of D's input gradient on reals; 0: off."""
     r1_every: int = 16
     """Lazy R1: apply it every this many D steps, scaled up by the same factor."""
     pl_weight: float = 0.0
