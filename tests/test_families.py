@@ -99,6 +99,10 @@ def test_fp16_generator_overflow_leaves_discriminator_loss_scale_alone(
     assert result["scales_after"]["d"] == result["scales_before"]["d"]
     rows = [json.loads(line) for line in (families_run / run_name / "metrics.jsonl").open()]
     assert {"train/g_loss_scale", "train/d_loss_scale"} <= rows[-1].keys()
+    # Once the scales have backed off, the penalties computed under fp16 are finite.
+    penalties = ["train/r1", "train/pl"] if run_name.startswith("stylegan2") else ["train/gp"]
+    for key in penalties:
+        assert math.isfinite(rows[-1][key]), f"{run_name}: {key}={rows[-1][key]}"
 
 
 @pytest.mark.dist
