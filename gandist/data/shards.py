@@ -69,9 +69,7 @@ def write_manifest(out_dir: str | os.PathLike, shards: list[str], **info: Any) -
     """Write `manifest.json` beside the shards: the given info plus each shard's name and size."""
     out = Path(out_dir)
     manifest = dict(info)
-    manifest["shards"] = [
-        {"name": Path(s).name, "bytes": Path(s).stat().st_size} for s in shards
-    ]
+    manifest["shards"] = [{"name": Path(s).name, "bytes": Path(s).stat().st_size} for s in shards]
     path = out / MANIFEST
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")

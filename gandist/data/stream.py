@@ -122,7 +122,9 @@ class WorkerStream(IterableDataset):
             samples = wds.tarfile_to_samples(handler=self.handler)(iter({"url": u} for u in shards))
             if self.shuffle_buffer > 1:
                 rng = random.Random(derive_seed(self.seed, self.rank, role, epoch))
-                samples = wds.shuffle(self.shuffle_buffer, self.shuffle_buffer // 2, rng=rng)(samples)
+                samples = wds.shuffle(self.shuffle_buffer, self.shuffle_buffer // 2, rng=rng)(
+                    samples
+                )
             for index, sample in enumerate(samples, start=1):
                 if epoch == start_epoch and index <= skip:
                     continue  # already trained on before the checkpoint

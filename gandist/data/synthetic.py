@@ -33,12 +33,16 @@ def render_glyph(rng: np.random.Generator, char: str, size: int) -> Image.Image:
     font = ImageFont.load_default(size=int(canvas * rng.uniform(0.65, 0.95)))
     stroke = int(canvas * rng.uniform(0.0, 0.035))
     centre = canvas / 2 + rng.uniform(-0.1, 0.1, size=2) * canvas
-    draw.text(tuple(centre), char, fill=fg, font=font, anchor="mm", stroke_width=stroke, stroke_fill=fg)
+    draw.text(
+        tuple(centre), char, fill=fg, font=font, anchor="mm", stroke_width=stroke, stroke_fill=fg
+    )
     image = image.rotate(rng.uniform(-20, 20), resample=Image.BICUBIC, fillcolor=bg)
     return image.resize((size, size), Image.LANCZOS)
 
 
-def glyph_sample(index: int, size: int = 32, seed: int = 0, charset: str = DIGITS) -> dict[str, Any]:
+def glyph_sample(
+    index: int, size: int = 32, seed: int = 0, charset: str = DIGITS
+) -> dict[str, Any]:
     """The WebDataset sample (`png` bytes + integer `cls`) at `index`, deterministic from `seed`.
 
     Each sample has its own generator seeded by (seed, index), so the result does not depend
