@@ -185,7 +185,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gandist.sampling import sample_grid
 
     try:
-        path = sample_grid(args.run, num=args.num, out=args.out, seed=args.seed)
+        path = sample_grid(
+            args.run, num=args.num, out=args.out, seed=args.seed, class_index=args.class_index
+        )
     except (ValueError, ConfigError) as err:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
@@ -198,6 +200,13 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 
     bench_train(args.config, args.overrides, steps=args.steps, rounds=args.rounds)
     return 0
+
+
+def cmd_bench_families(args: argparse.Namespace) -> int:
+    from gandist.bench.families import bench_families
+
+    num = default_num_processes() if args.num_processes == "auto" else int(args.num_processes)
+    return bench_families(args.configs, args.set, args.steps, args.warmup, num)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -280,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--class", dest="class_index", type=int, default=None,
+        help="conditional models: draw only this class (default: cycle through all classes)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 
     bench = sub.add_parser("bench", help="benchmarks that print figures")
@@ -298,6 +311,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3, help="alternating timings; the best counts")
     p.set_defaults(func=cmd_bench_data)
+    p = bench_sub.add_parser("families", help="images/s of every GAN family at its default config")
+    p.add_argument("configs", nargs="*", help="config files (default: every family's config)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per config")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per config first")
+    p.add_argument("--num-processes", default="auto", help="ranks: a number or 'auto'")
+    p.add_argument("--set", nargs="*", default=[], help="key=value overrides for every config")
+    p.set_defaults(func=cmd_bench_families)
     return parser
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # launched ranks do, so two ranks fit the two cores of a CI machine.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(1)
 
 NUM_GLYPH_SHARDS = 8
 GLYPHS_PER_SHARD = 32

@@ -58,10 +58,14 @@ def test_public_override_keys_are_accepted(tmp_path: Path) -> None:
         ),
         (["trian.steps=3"], "unknown config key 'trian' (did you mean train?)"),
         (["train.steps=abc"], "bad value for 'train.steps'"),
-        (["train.mixed_precision=fp8"], "expected one of ['fp32', 'bf16', 'fp16']"),
+        (["train.mixed_precision=fp8"], "expected one of ['auto', 'fp32', 'bf16', 'fp16']"),
         (["train.mixed_precision=no"], "write fp32 for no"),
         (["train.batch_size=0"], "train.batch_size must be >= 1, got 0"),
-        (["model.name=dcgn"], "unknown model 'dcgn' for model.name; choose from [dcgan, mlp"),
+        (
+            ["model.name=dcgn"],
+            "unknown model 'dcgn' for model.name; choose from [biggan, conditional, dcgan, mlp, "
+            "sngan, stylegan2, wgan, wgan-gp]",
+        ),
         (["data.resolution=48"], "needs data.resolution to be a power of two"),
         (["steps"], "override 'steps' must look like key=value"),
     ],

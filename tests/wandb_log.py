@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -69,3 +70,16 @@ def history(path: str | Path) -> list[dict[str, Any]]:
 
 def run_ids(path: str | Path) -> set[str]:
     return {r.run.run_id for r in records(path) if r.WhichOneof("record_type") == "run"}
+
+
+def wait_for_step(run_dir: str | Path, step: int, timeout_s: float = 20.0) -> list[int]:
+    """Logged `_step`s of all launches, once `step` is on disk.
+
+    wandb's service process may still be flushing the last records when `finish()` returns.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        steps = [row["_step"] for f in run_files(run_dir) for row in history(f)]
+        if step in steps or time.monotonic() > deadline:
+            return steps
+        time.sleep(0.2)
