@@ -306,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = bench_sub.add_parser("data", help="stream samples/s against a plain decode loop")
     p.add_argument("shards", nargs="+", help="one or more shard specs (images or audio)")
     p.add_argument("--workers", type=int, nargs="+", default=None,
-                   help="worker counts to time (default 1, 2 and all cores)")  # fmt: skip
+                   help="worker counts to time (default 0, 1, 2 and all cores; 0 = in-process)")  # fmt: skip
     p.add_argument("--samples", type=int, default=2048, help="samples per timed run")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3, help="alternating timings; the best counts")

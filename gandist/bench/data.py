@@ -93,7 +93,7 @@ def bench_data(
     Each figure is the best of `rounds` alternating timings: on a shared machine other load
     only ever slows a run down, so the fastest round is the closest to the code's own speed.
     """
-    workers = workers or sorted({1, 2, os.cpu_count() or 1})
+    workers = workers or sorted({0, 1, 2, os.cpu_count() or 1})  # 0: in the training process
     rows = []
     print(
         f"{'shards':<28} {'kind':<6} {'workers':>7} {'plain/s':>9} {'stream/s':>9} "
