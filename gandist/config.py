@@ -109,6 +109,9 @@ class TrainConfig:
     """Complete checkpoints kept; older ones are pruned after each successful save."""
     progress_bar: bool = True
     """Show a tqdm bar on the main process."""
+    stop_check_every: int = 10
+    """Steps between the ranks' check for a stop request (SIGTERM, or the stop file the Slurm
+    script writes on USR1): one all-reduce of a flag; the run checkpoints and exits at that step."""
 
     def __post_init__(self) -> None:
         from gandist.registry import LOSSES
@@ -121,6 +124,10 @@ class TrainConfig:
         _require(
             self.checkpoints_total_limit >= 1,
             f"train.checkpoints_total_limit must be >= 1, got {self.checkpoints_total_limit}",
+        )
+        _require(
+            self.stop_check_every >= 1,
+            f"train.stop_check_every must be >= 1, got {self.stop_check_every}",
         )
 
 

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from gandist import __version__, checkpoint
+from gandist import __version__, checkpoint, preemption
 from gandist.config import Config, to_dict, to_yaml
 from gandist.data.stream import StreamPosition, build_image_loader, derive_seed
 from gandist.distributed import assert_ranks_in_sync, build_accelerator
@@ -68,6 +68,7 @@ class Trainer:
         self.accelerator.register_for_checkpointing(self.state)
         self._batches = batches
         self.stream_position: StreamPosition | None = None
+        self._last_saved_step = -1
         # The same latent batch for every grid, so samples over time show one evolving set.
         self.fixed_latents = torch.randn(
             cfg.train.num_samples,
@@ -218,6 +219,7 @@ class Trainer:
             disable=not (self.is_main and cfg.progress_bar),
             dynamic_ncols=True,
         )
+        stop = preemption.StopRequest.from_env().install()
         while self.state.step < cfg.steps:
             batch = next(data)
             if self.stream_position is not None:
@@ -247,6 +249,10 @@ class Trainer:
             if step % cfg.checkpoint_every == 0 or last:
                 self.save_checkpoint()
                 window_start = time.perf_counter()  # keep save time out of images/s
+            if not last and step % cfg.stop_check_every == 0 and stop.agreed(self.accelerator):
+                self._checkpoint_and_stop(stop)
+                break
+        stop.close()
         progress.close()
         self.accelerator.end_training()
         if self.is_main:
@@ -291,7 +297,20 @@ class Trainer:
             )
         return path
 
+    def _checkpoint_and_stop(self, stop: preemption.StopRequest) -> None:
+        """Every rank stops after this step: save (unless this step just did) and acknowledge."""
+        if self._last_saved_step != self.state.step:
+            self.save_checkpoint()
+        if self.is_main:
+            stop.acknowledge(self.state.step)
+            log.warning(
+                "stopped at step %d on request (%s); resume=latest continues from here",
+                self.state.step,
+                stop.requested_locally() or "another rank",
+            )
+
     def save_checkpoint(self) -> Path:
+        self._last_saved_step = self.state.step
         self._gather_stream_positions()
         assert_ranks_in_sync(
             self.accelerator, {"generator": self.generator, "discriminator": self.discriminator}
@@ -314,6 +333,7 @@ class Trainer:
             if self.cfg.resume == "latest" and self.is_main:
                 log.info("resume=latest: no checkpoint in %s yet, starting fresh", self.run_dir)
             return
+        checkpoint.check_resume_compatible(path, self.config_yaml)
         self.accelerator.load_state(str(path))
         if self.is_main:
             log.info("resumed from %s at step %d", path, self.state.step)
