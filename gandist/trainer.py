@@ -44,6 +44,20 @@ class TrainState:
         self.data_positions = [list(row) for row in state.get("data_positions", [])]
 
 
+def _isolated_from_global_rng(batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Yield from `batches` without letting them draw from the global torch RNG.
+
+    A DataLoader draws its workers' base seed from the global RNG when it starts (on the first
+    batch): that draw would shift the latents of a resumed run against an uninterrupted one.
+    """
+    while True:
+        with torch.random.fork_rng(devices=[]):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
+
+
 class Trainer:
     """Trains one GAN described by a Config on every process the launcher started.
 
@@ -134,7 +148,7 @@ class Trainer:
             seed=seed,
             position=self.stream_position,
         )
-        return iter(loader)
+        return _isolated_from_global_rng(iter(loader))
 
     def _saved_stream_position(self, num_roles: int) -> StreamPosition | None:
         rows = self.state.data_positions
