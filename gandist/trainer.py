@@ -313,6 +313,7 @@ class Trainer:
 
     def _checkpoint_and_stop(self, stop: preemption.StopRequest) -> None:
         """Every rank stops after this step: save (unless this step just did) and acknowledge."""
+        reason = stop.requested_locally() or "asked on another rank"
         if self._last_saved_step != self.state.step:
             self.save_checkpoint()
         if self.is_main:
@@ -320,7 +321,7 @@ class Trainer:
             log.warning(
                 "stopped at step %d on request (%s); resume=latest continues from here",
                 self.state.step,
-                stop.requested_locally() or "another rank",
+                reason,
             )
 
     def save_checkpoint(self) -> Path:

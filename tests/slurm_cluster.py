@@ -72,10 +72,10 @@ class Cluster:
             )
         return result.stdout
 
-    def job_fields(self, job_id: str) -> dict[str, str]:
-        """`scontrol show job` as {field: value} (the first record for an array)."""
-        text = self.command("scontrol", "-o", "show", "job", job_id).splitlines()[0]
-        return dict(re.findall(r"(\w+)=(\S*)", text))
+    def jobs(self, job_id: str) -> list[dict[str, str]]:
+        """`scontrol show job` as one {field: value} per job (several for an array)."""
+        text = self.command("scontrol", "-o", "show", "job", job_id)
+        return [dict(re.findall(r"(\w+)=(\S*)", line)) for line in text.splitlines()]
 
     def logs(self) -> str:
         parts = []
@@ -86,28 +86,36 @@ class Cluster:
         return "\n".join(parts)
 
     def stop(self) -> None:
+        """Cancel every job, then stop the daemons together (each takes ~2 s to shut down)."""
         self.command("scancel", "--full", "--user", "root", check=False)
-        for pid_file in reversed(self.pid_files):
-            _stop_pid_file(pid_file)
+        _stop_pids([_read_pid(p) for p in self.pid_files])
 
 
-def _stop_pid_file(pid_file: Path, timeout_s: float = 10.0) -> None:
+def _read_pid(pid_file: Path) -> int | None:
     try:
-        pid = int(pid_file.read_text().split()[0])
+        return int(pid_file.read_text().split()[0])
     except (FileNotFoundError, ValueError, IndexError):
-        return
+        return None
+
+
+def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return
+        return False
+    return True
+
+
+def _stop_pids(pids: list[int | None], timeout_s: float = 10.0) -> None:
+    running = [pid for pid in pids if pid is not None and _alive(pid)]
+    for pid in running:
+        os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
+    while running and time.monotonic() < deadline:
         time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+        running = [pid for pid in running if _alive(pid)]
+    for pid in running:
+        os.kill(pid, signal.SIGKILL)
 
 
 def _wait_for_file(path: Path, what: str, timeout_s: float = 20.0) -> None:
@@ -125,9 +133,20 @@ def start_cluster(root: Path, cpus: int = 2) -> Cluster:
         raise SlurmUnavailable("the test cluster runs its daemons as root (SlurmUser=root)")
     root.mkdir(parents=True, exist_ok=True)
     root.chmod(0o700)  # munged refuses key and socket folders that others may write to
-    node = socket.gethostname().split(".")[0]
-    cluster = Cluster(root=root, node=node)
+    cluster = Cluster(root=root, node=socket.gethostname().split(".")[0])
+    try:
+        _start_daemons(cluster, cpus)
+    except BaseException:
+        logs = cluster.logs()
+        cluster.stop()
+        if logs:
+            raise RuntimeError(f"the test Slurm cluster did not start\n{logs}") from None
+        raise
+    return cluster
 
+
+def _start_daemons(cluster: Cluster, cpus: int) -> None:
+    root, node = cluster.root, cluster.node
     key = root / "munge.key"
     key.write_bytes(os.urandom(1024))
     key.chmod(0o400)
@@ -193,9 +212,7 @@ def start_cluster(root: Path, cpus: int = 2) -> Cluster:
     while True:
         state = cluster.command("sinfo", "-h", "-N", "-o", "%T", check=False).strip()
         if state in ("idle", "mixed", "allocated"):
-            return cluster
+            return
         if time.monotonic() > deadline:
-            logs = cluster.logs()
-            cluster.stop()
-            raise RuntimeError(f"the Slurm node never became idle (state {state!r})\n{logs}")
+            raise RuntimeError(f"the Slurm node never became idle (state {state!r})")
         time.sleep(0.3)

@@ -97,7 +97,6 @@ def test_stop_and_resume_is_bit_exact_with_an_uninterrupted_run(
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the handler must be restored"
     saved = [p.name for p in checkpoint.complete_checkpoints(run_dir)]
     assert saved == [f"step-{STEPS // 2:08d}"]
-    del first
 
     resumed = Trainer(load_config(None, exact_overrides(run_dir, glyph_shards, resume="latest")))
     assert resumed.train().step == STEPS
@@ -167,7 +166,9 @@ def test_sigkill_in_the_middle_of_a_save_leaves_the_previous_checkpoint_usable(
     try:
         deadline = time.monotonic() + 120
         while not blocked.exists():
-            assert proc.poll() is None, f"training ended before its second save:\n{proc.stdout.read()}"
+            assert proc.poll() is None, (
+                f"training ended before its second save:\n{proc.stdout.read()}"
+            )
             assert time.monotonic() < deadline, "the second save never started"
             time.sleep(0.05)
         half_written = Path(blocked.read_text())
