@@ -22,6 +22,15 @@ from tests.conftest import ROOT, run, subprocess_env, tiny_overrides
 STEPS = 10  # 2N with N = 5: an odd stop step, so the resumed loader starts on worker role 1
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """One intra-op thread like the launched ranks: two threads on two busy cores run 5x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def exact_overrides(run_dir: Path, shards: Path, **extra: object) -> list[str]:
     return tiny_overrides(
         run_dir,
