@@ -132,3 +132,14 @@ def test_sample_command_draws_a_grid_from_a_run(
     assert cli.main(["sample", str(checkpoint), "--num", "4", "--out", str(out)]) == 0
     assert cli.main(["sample", str(tmp_path / "missing"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_vanilla_mlp_gan_trains_on_grayscale_glyphs(tmp_path: Path, glyph_shards: Path) -> None:
+    overrides = tiny_overrides(
+        tmp_path / "run", glyph_shards, **{"model.name": "mlp", "data.channels": 1, "tracking.wandb": False}
+    )
+    trainer = Trainer(load_config(None, overrides))
+    assert trainer.train().step == 4
+    rows = read_metrics(tmp_path / "run")
+    assert all(math.isfinite(r["train/g_loss"]) for r in rows)
+    assert Image.open(tmp_path / "run" / "samples" / "step-00000004.png").mode in ("L", "RGB")
