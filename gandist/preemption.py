@@ -36,14 +36,18 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
 
 def stop_file_requests_stop(path: Path) -> bool:
-    """A stop file asks for a stop while it exists and no run has acknowledged it yet."""
+    """A stop file asks for a stop while it exists and its last line is not a run's answer.
+
+    Requests and answers are appended, so a file answered with `stopped at step N` is asked
+    again by appending any line (or by deleting and re-creating it).
+    """
     try:
-        text = path.read_text()
+        lines = path.read_text().splitlines()
     except (FileNotFoundError, IsADirectoryError):
         return False
     except OSError:
         return True  # it exists but cannot be read (e.g. being written): treat it as asked
-    return not any(line.startswith(STOPPED_PREFIX) for line in text.splitlines())
+    return not (lines and lines[-1].startswith(STOPPED_PREFIX))
 
 
 class StopRequest:

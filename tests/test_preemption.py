@@ -129,6 +129,9 @@ def test_stop_file_asks_until_a_run_acknowledges_it(tmp_path: Path) -> None:
     StopRequest(path).acknowledge(12)
     assert not stop_file_requests_stop(path)
     assert path.read_text() == "stopped at step 12\n"
+    with path.open("a") as f:
+        f.write("requested by USR1\n")  # asked again after the answer
+    assert stop_file_requests_stop(path)
 
 
 def fake_checkpoint(run_dir: Path, step: int, complete: bool = True) -> Path:
