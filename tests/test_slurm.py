@@ -83,7 +83,7 @@ def test_sbatch_trains_two_cpu_ranks_and_writes_the_run_directory(
     log = tmp_path / "job.out"
     job = submit(
         cluster, "--cpus-per-task=2", f"--output={log}", "slurm/train.sbatch",
-        "configs/dcgan.yaml", *tiny_overrides(run_dir, glyph_shards),
+        "configs/dcgan.yaml", *tiny_overrides(run_dir, glyph_shards, **{"tracking.wandb": False}),
     )  # fmt: skip
     (state,) = wait_for(cluster, job, finished, "finished", log)
     assert state["JobState"] == "COMPLETED", log.read_text()[-6000:]
@@ -95,7 +95,6 @@ def test_sbatch_trains_two_cpu_ranks_and_writes_the_run_directory(
         "step-00000002", "step-00000004",
     ]  # fmt: skip
     assert len(list((run_dir / "samples").glob("*.png"))) == 2
-    assert len(wandb_log.run_files(run_dir)) == 1
     assert "on 1 node(s) x 2 rank(s)" in log.read_text()
 
 
