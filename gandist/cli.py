@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 from gandist.config import ConfigError, load_config, to_yaml
+from gandist.preemption import run_forwarding_stop
 
 
 def _free_port() -> int:
@@ -46,7 +46,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "--main_process_port", str(_free_port()),
         "-m", "gandist.train", args.config, *args.overrides,
     ]  # fmt: skip
-    return subprocess.call(command)
+    # TERM/USR1 to this command reach the ranks as a stop file: checkpoint, then exit.
+    return run_forwarding_stop(command)
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -168,6 +168,9 @@ class TrainConfig:
     """Half-life of the generator EMA in images (global, so independent of GPU count); 0: no EMA."""
     augment: str | None = None
     """DiffAugment policy for real and fake images in D: comma list of translation, cutout, color."""
+    stop_check_every: int = 10
+    """Steps between the ranks' check for a stop request (SIGTERM, or the stop file the Slurm
+    script writes on USR1): one all-reduce of a flag; the run checkpoints and exits at that step."""
 
     def __post_init__(self) -> None:
         from gandist.registry import LOSSES
@@ -215,6 +218,10 @@ class RegConfig:
         for key in ("r1_every", "pl_every"):
             value = getattr(self, key)
             _require(value >= 1, f"reg.{key} must be >= 1, got {value}")
+        _require(
+            self.stop_check_every >= 1,
+            f"train.stop_check_every must be >= 1, got {self.stop_check_every}",
+        )
 
 
 @dataclass

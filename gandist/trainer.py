@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from gandist import __version__, checkpoint
+from gandist import __version__, checkpoint, preemption
 from gandist.augment import DiffAugment
 from gandist.config import Config, to_dict, to_yaml
 from gandist.data.stream import (
@@ -62,6 +62,20 @@ class TrainState:
         self.data_positions = [list(row) for row in state.get("data_positions", [])]
 
 
+def _isolated_from_global_rng(batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Yield from `batches` without letting them draw from the global torch RNG.
+
+    A DataLoader draws its workers' base seed from the global RNG when it starts (on the first
+    batch): that draw would shift the latents of a resumed run against an uninterrupted one.
+    """
+    while True:
+        with torch.random.fork_rng(devices=[]):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
+
+
 class Trainer:
     """Trains one GAN described by a Config on every process the launcher started.
 
@@ -88,6 +102,7 @@ class Trainer:
         self.stream_position: StreamPosition | None = None
         self.data_health = DataHealth()
         self._data_totals, self._data_example = (0, 0), ""  # global (skipped, read) at last log
+        self._last_saved_step = -1
         self._build_algorithm()
         # The same latent batch for every grid, so samples over time show one evolving set.
         self.fixed_latents = torch.randn(
@@ -197,7 +212,7 @@ class Trainer:
             seed=seed,
             position=self.stream_position,
         )
-        return self.data_health.track(iter(loader))
+        return self.data_health.track(_isolated_from_global_rng(iter(loader)))
 
     def _saved_stream_position(self, num_roles: int) -> StreamPosition | None:
         rows = self.state.data_positions
@@ -470,6 +485,7 @@ class Trainer:
             disable=not (self.is_main and cfg.progress_bar),
             dynamic_ncols=True,
         )
+        stop = preemption.StopRequest.from_env().install()
         while self.state.step < cfg.steps:
             metrics = self.train_step(data)
             for key, value in metrics.items():
@@ -495,6 +511,10 @@ class Trainer:
             if step % cfg.checkpoint_every == 0 or last:
                 self.save_checkpoint()
                 window_start = time.perf_counter()  # keep save time out of images/s
+            if not last and step % cfg.stop_check_every == 0 and stop.agreed(self.accelerator):
+                self._checkpoint_and_stop(stop)
+                break
+        stop.close()
         progress.close()
         self.accelerator.end_training()
         if self.is_main:
@@ -574,7 +594,21 @@ class Trainer:
             )
         return path
 
+    def _checkpoint_and_stop(self, stop: preemption.StopRequest) -> None:
+        """Every rank stops after this step: save (unless this step just did) and acknowledge."""
+        reason = stop.requested_locally() or "asked on another rank"
+        if self._last_saved_step != self.state.step:
+            self.save_checkpoint()
+        if self.is_main:
+            stop.acknowledge(self.state.step)
+            log.warning(
+                "stopped at step %d on request (%s); resume=latest continues from here",
+                self.state.step,
+                reason,
+            )
+
     def save_checkpoint(self) -> Path:
+        self._last_saved_step = self.state.step
         self._gather_stream_positions()
         modules = {"generator": self.generator, "discriminator": self.discriminator}
         if self.ema is not None:
@@ -598,6 +632,7 @@ class Trainer:
             if self.cfg.resume == "latest" and self.is_main:
                 log.info("resume=latest: no checkpoint in %s yet, starting fresh", self.run_dir)
             return
+        checkpoint.check_resume_compatible(path, self.config_yaml)
         self.accelerator.load_state(str(path))
         if self.is_main:
             log.info("resumed from %s at step %d", path, self.state.step)
