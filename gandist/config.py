@@ -192,6 +192,10 @@ class TrainConfig:
         from gandist.augment import check_policy
 
         check_policy(self.augment or "", "train.augment")
+        _require(
+            self.stop_check_every >= 1,
+            f"train.stop_check_every must be >= 1, got {self.stop_check_every}",
+        )
 
 
 @dataclass
@@ -218,10 +222,6 @@ class RegConfig:
         for key in ("r1_every", "pl_every"):
             value = getattr(self, key)
             _require(value >= 1, f"reg.{key} must be >= 1, got {value}")
-        _require(
-            self.stop_check_every >= 1,
-            f"train.stop_check_every must be >= 1, got {self.stop_check_every}",
-        )
 
 
 @dataclass
