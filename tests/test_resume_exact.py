@@ -96,10 +96,10 @@ def test_stop_and_resume_is_bit_exact_with_an_uninterrupted_run(
     first = Trainer(load_config(None, exact_overrides(run_dir, glyph_shards)))
     g_step = first.g_step
 
-    def g_step_then_sigterm(batch_size: int) -> dict[str, torch.Tensor]:
+    def g_step_then_sigterm(*args: object) -> dict[str, torch.Tensor]:
         if first.state.step == STEPS // 2 - 1:
             os.kill(os.getpid(), signal.SIGTERM)
-        return g_step(batch_size)
+        return g_step(*args)
 
     monkeypatch.setattr(first, "g_step", g_step_then_sigterm)
     assert first.train().step == STEPS // 2
