@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -133,3 +134,45 @@ def load_generator_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Ten
         path = latest
     payload = torch.load(path / GENERATOR_FILE, map_location="cpu", weights_only=True)
     return payload["generator"], path
+
+
+BEST = "best"
+BEST_METRICS_FILE = "metrics.json"
+
+
+def save_best(
+    run_dir: str | os.PathLike,
+    step: int,
+    generator_state: dict[str, torch.Tensor],
+    config_yaml: str,
+    metrics: dict[str, float],
+) -> Path:
+    """Replace `<run>/best` with this generator and its scores (main process only).
+
+    Written like a checkpoint (temporary folder, COMPLETE marker, rename), so `gandist sample`
+    and `gandist eval` load `run/best` like any checkpoint; training state is not included.
+    """
+    run_dir = Path(run_dir)
+    final, tmp, old = run_dir / BEST, run_dir / f".tmp-{BEST}", run_dir / f".old-{BEST}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    torch.save({"generator": generator_state, "step": step}, tmp / GENERATOR_FILE)
+    (tmp / CONFIG_FILE).write_text(config_yaml)
+    (tmp / BEST_METRICS_FILE).write_text(json.dumps({"step": step, **metrics}, indent=2) + "\n")
+    _fsync_tree(tmp)
+    (tmp / COMPLETE).write_text(f"{step}\n")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)  # a crash from here to the next rename leaves .old-best readable
+    tmp.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def best_metrics(run_dir: str | os.PathLike) -> dict[str, float] | None:
+    """The scores saved with `<run>/best` (or its previous version after a crash), or None."""
+    for name in (BEST, f".old-{BEST}"):
+        path = Path(run_dir) / name
+        if is_complete(path) and (path / BEST_METRICS_FILE).is_file():
+            return json.loads((path / BEST_METRICS_FILE).read_text())
+    return None

@@ -208,6 +208,7 @@ class Trainer:
         cfg = self.cfg.train
         self._resume()
         self._start_tracking()
+        self._build_evaluator()
         data = self._data_iterator()
         global_batch = self.batch_per_rank * self.accelerator.num_processes
         sums: dict[str, torch.Tensor] = {}
@@ -244,6 +245,8 @@ class Trainer:
                 sums, window_steps, window_start = {}, 0, time.perf_counter()
             if step % cfg.sample_every == 0 or last:
                 self.save_samples()
+            if self._maybe_evaluate(last):
+                window_start = time.perf_counter()  # keep evaluation time out of images/s
             if step % cfg.checkpoint_every == 0 or last:
                 self.save_checkpoint()
                 window_start = time.perf_counter()  # keep save time out of images/s
@@ -267,6 +270,63 @@ class Trainer:
         values["perf/images_per_s"] = images_per_s
         self.accelerator.log(values, step=self.state.step)
         return values
+
+    # ---- evaluation (FID / KID / IS, gandist.metrics) ------------------------------------
+
+    def _build_evaluator(self) -> None:
+        """Load the extractor and the reference statistics before the first step (eval.every > 0)."""
+        self.evaluator = self.eval_pacer = None
+        if self.cfg.eval.every == 0:
+            return
+        from gandist.metrics.evaluate import EvalPacer, Evaluator
+
+        self.evaluator = Evaluator(self.cfg.eval, self.cfg.data, self.device)
+        self.evaluator.prepare()
+        self.eval_pacer = EvalPacer(
+            self.cfg.eval.every,
+            self.cfg.eval.max_share,
+            estimate_s=self.evaluator.estimate_s(self.sampling_generator()),
+            start_step=self.state.step,
+        )
+        best = checkpoint.best_metrics(self.run_dir)
+        self.best_fid = best["eval/fid"] if best else float("inf")
+        self.accelerator.log(
+            {
+                "perf/eval_reference_s": self.evaluator.reference_s,
+                "eval/reference_cache_hit": int(bool(self.evaluator.cache_hit)),
+                "eval/num_real": self.evaluator.reference.num,
+            },
+            step=self.state.step,
+        )
+
+    def _maybe_evaluate(self, last: bool) -> bool:
+        """Evaluate when due and within eval.max_share of wall time; True when it ran."""
+        pacer, step = self.eval_pacer, self.state.step
+        if pacer is None or not (pacer.due(step) or last):
+            return False
+        if not pacer.decide(step, self.evaluator.ranks):
+            if self.is_main:
+                log.info("evaluation postponed to step %d (eval.max_share)", pacer.next_step)
+            return False
+        generator = self.sampling_generator()
+        results = self.evaluator.evaluate(generator)
+        pacer.record(results["perf/eval_s"])
+        results["perf/eval_share"] = pacer.share()
+        if results["eval/fid"] < self.best_fid:
+            self.best_fid = results["eval/fid"]
+            if self.cfg.eval.keep_best and self.is_main:
+                checkpoint.save_best(
+                    self.run_dir, step, generator.state_dict(), self.config_yaml, results
+                )
+        results["eval/best_fid"] = self.best_fid
+        self.accelerator.log(results, step=step)
+        if self.is_main:
+            log.info(
+                "step %d: %s",
+                step,
+                " ".join(f"{k.split('/')[1]}={v:.4g}" for k, v in results.items()),
+            )
+        return True
 
     def sampling_generator(self) -> torch.nn.Module:
         """The generator used for sample grids and evaluation (unwrapped from DDP)."""
