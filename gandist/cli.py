@@ -121,7 +121,7 @@ def cmd_metrics_train_extractor(args: argparse.Namespace) -> int:
     try:
         report = train_classifier(
             args.shards, args.out, resolution=args.resolution, channels=args.channels,
-            steps=args.steps, batch_size=args.batch_size, width=args.width, max_samples=args.max_samples,
+            steps=args.steps, batch_size=args.batch_size, width=args.width, lr=args.lr, max_samples=args.max_samples,
             seed=args.seed, progress=not args.quiet,
         )  # fmt: skip
     except ValueError as err:
@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=400, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--width", type=int, default=16, help="channels of the first conv layer")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle)")
     p.add_argument("--max-samples", type=int, default=None, help="read at most this many samples")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
