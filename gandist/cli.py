@@ -187,7 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="FID / KID / IS of a run's newest checkpoint or one checkpoint")
     p.add_argument("run", help="run directory, checkpoint folder, or run/best")
     p.add_argument("overrides", nargs="*", help="eval.*=value, e.g. eval.weights_path=x.pth")
-    p.add_argument("--num", type=int, default=None, help="generated samples (eval.num_samples)")
+    p.add_argument(
+        "--num", "--num-samples", dest="num", type=int, default=None,
+        help="generated samples (default eval.num_samples); under torchrun write --num-samples, "
+        "since torchrun reads --num as its own --numa-binding",
+    )  # fmt: skip
     p.set_defaults(func=cmd_eval)
 
     metrics = sub.add_parser("metrics", help="feature extractors for FID / KID / IS")

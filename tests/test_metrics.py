@@ -246,11 +246,11 @@ def test_training_evaluates_logs_keeps_best_and_gandist_eval_matches_on_one_and_
     # which are also the ones logged during training for that generator.
     two = run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "gandist.cli", "eval", str(run_dir / "best")],
+         "-m", "gandist.cli", "eval", str(run_dir / "best"), "--num-samples", "48"],
         timeout=180,
     )  # fmt: skip
     on_two = json.loads(two.stdout[two.stdout.index("{") :])
-    assert cli.main(["eval", str(run_dir / "best")]) == 0
+    assert cli.main(["eval", str(run_dir / "best"), "--num", "48"]) == 0
     out = capsys.readouterr().out
     on_one = json.loads(out[out.index("{") :])
     assert on_two["eval/world_size"] == 2 and on_one["eval/world_size"] == 1

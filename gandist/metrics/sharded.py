@@ -362,7 +362,10 @@ def score(
 
     def isc() -> dict[str, float]:
         value = isc_features_to_metric(
-            fake[layers["isc"]], splits=options.isc_splits, shuffle=True, rng_seed=options.rng_seed
+            fake[layers["isc"]],
+            splits=min(options.isc_splits, len(fake[layers["isc"]])),  # no empty splits
+            shuffle=True,
+            rng_seed=options.rng_seed,
         )
         return {
             "eval/is": value["inception_score_mean"],
