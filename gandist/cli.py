@@ -50,6 +50,14 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    if args.reference:
+        from gandist.config import reference_markdown
+
+        print(reference_markdown(), end="")
+        return 0
+    if args.config is None:
+        print("gandist: error: give a CONFIG file (or --reference)", file=sys.stderr)
+        return 2
     try:
         cfg = load_config(args.config, args.overrides)
     except ConfigError as err:
@@ -83,7 +91,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from gandist.sampling import sample_grid
 
     try:
-        path = sample_grid(args.run, num=args.num, out=args.out, seed=args.seed)
+        path = sample_grid(
+            args.run, num=args.num, out=args.out, seed=args.seed, class_index=args.class_index
+        )
     except (ValueError, ConfigError) as err:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
@@ -92,10 +102,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_train(args: argparse.Namespace) -> int:
-    from gandist.bench import bench_train
+    from gandist.bench.train import bench_train
 
     bench_train(args.config, args.overrides, steps=args.steps, rounds=args.rounds)
     return 0
+
+
+def cmd_bench_families(args: argparse.Namespace) -> int:
+    from gandist.bench.families import bench_families
+
+    num = default_num_processes() if args.num_processes == "auto" else int(args.num_processes)
+    return bench_families(args.configs, args.set, args.steps, args.warmup, num)
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -121,8 +138,8 @@ def cmd_metrics_train_extractor(args: argparse.Namespace) -> int:
     try:
         report = train_classifier(
             args.shards, args.out, resolution=args.resolution, channels=args.channels,
-            steps=args.steps, batch_size=args.batch_size, width=args.width, lr=args.lr, max_samples=args.max_samples,
-            seed=args.seed, progress=not args.quiet,
+            steps=args.steps, batch_size=args.batch_size, width=args.width, lr=args.lr,
+            max_samples=args.max_samples, seed=args.seed, progress=not args.quiet,
         )  # fmt: skip
     except ValueError as err:
         print(f"gandist: error: {err}", file=sys.stderr)
@@ -137,7 +154,7 @@ def cmd_metrics_train_extractor(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_fid(args: argparse.Namespace) -> int:
-    from gandist.metrics.bench import bench_fid
+    from gandist.bench.fid import bench_fid
 
     ranks = [int(r) for r in args.ranks.split(",")]
     bench_fid(num=args.num, num_real=args.num_real, ranks=ranks, batch_size=args.batch_size)
@@ -159,8 +176,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("config", help="print the resolved config")
-    p.add_argument("config")
+    p.add_argument("config", nargs="?")
     p.add_argument("overrides", nargs="*")
+    p.add_argument("--reference", action="store_true", help="print every key as a markdown table")
     p.set_defaults(func=cmd_config)
 
     data = sub.add_parser("data", help="make, inspect and verify WebDataset shards")
@@ -182,6 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--class", dest="class_index", type=int, default=None,
+        help="conditional models: draw only this class (default: cycle through all classes)",
+    )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="FID / KID / IS of a run's newest checkpoint or one checkpoint")
@@ -221,6 +243,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=60, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of each")
     p.set_defaults(func=cmd_bench_train)
+    p = bench_sub.add_parser("families", help="images/s of every GAN family at its default config")
+    p.add_argument("configs", nargs="*", help="config files (default: every family's config)")
+    p.add_argument("--steps", type=int, default=3, help="timed steps per config")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps per config first")
+    p.add_argument("--num-processes", default="auto", help="ranks: a number or 'auto'")
+    p.add_argument("--set", nargs="*", default=[], help="key=value overrides for every config")
+    p.set_defaults(func=cmd_bench_families)
     p = bench_sub.add_parser(
         "fid", help="scoring time of our sharded path against torch-fidelity direct (InceptionV3)"
     )

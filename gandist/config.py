@@ -13,7 +13,8 @@ from omegaconf import OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 from yaml import YAMLError
 
-MixedPrecision = Literal["fp32", "bf16", "fp16"]
+MixedPrecision = Literal["auto", "fp32", "bf16", "fp16"]
+LRSchedule = Literal["constant", "linear", "cosine"]
 
 
 class ConfigError(ValueError):
@@ -57,6 +58,12 @@ class ModelConfig:
     """Generator base width (channels of its last hidden layer, or hidden units for MLPs)."""
     d_width: int = 64
     """Discriminator base width."""
+    num_classes: int = 0
+    """Classes of a class-conditional family (conditional, biggan); 0 for unconditional ones."""
+    mapping_layers: int = 8
+    """stylegan2: depth of the mapping network z -> w."""
+    style_mixing_prob: float = 0.9
+    """stylegan2: probability that a training batch mixes the styles of two latents."""
 
     def __post_init__(self) -> None:
         # Imported here: the registry imports model modules, which import this module.
@@ -66,6 +73,15 @@ class ModelConfig:
         _require(self.latent_dim >= 1, f"model.latent_dim must be >= 1, got {self.latent_dim}")
         _require(self.g_width >= 1, f"model.g_width must be >= 1, got {self.g_width}")
         _require(self.d_width >= 1, f"model.d_width must be >= 1, got {self.d_width}")
+        _require(self.num_classes >= 0, f"model.num_classes must be >= 0, got {self.num_classes}")
+        _require(
+            self.mapping_layers >= 1,
+            f"model.mapping_layers must be >= 1, got {self.mapping_layers}",
+        )
+        _require(
+            0.0 <= self.style_mixing_prob <= 1.0,
+            f"model.style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}",
+        )
 
 
 @dataclass
@@ -76,12 +92,25 @@ class OptimConfig:
     """Discriminator Adam learning rate."""
     betas: tuple[float, float] = (0.5, 0.999)
     """Adam betas; beta1=0.5 is the DCGAN choice that keeps the adversarial game stable."""
+    lr_schedule: LRSchedule = "constant"
+    """Both learning rates over train.steps: constant, linear (decay to 0) or cosine (to 0)."""
+    warmup_steps: int = 0
+    """Steps of linear learning-rate warm-up before the schedule starts."""
+    grad_clip_norm: float = 0.0
+    """Clip each network's gradient norm to this value before its step; 0 disables clipping."""
 
     def __post_init__(self) -> None:
         _require(self.g_lr > 0 and self.d_lr > 0, "optim.g_lr and optim.d_lr must be > 0")
         _require(
             all(0.0 <= b < 1.0 for b in self.betas),
             f"optim.betas must be in [0, 1), got {self.betas}",
+        )
+        _require(
+            self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}"
+        )
+        _require(
+            self.grad_clip_norm >= 0,
+            f"optim.grad_clip_norm must be >= 0, got {self.grad_clip_norm}",
         )
 
 
@@ -93,8 +122,8 @@ class TrainConfig:
     """Global batch size: summed over all ranks; must divide evenly by the number of ranks."""
     loss: str = "nonsaturating"
     """Adversarial objective from the registry."""
-    mixed_precision: MixedPrecision = "fp32"
-    """fp32, bf16 (GPUs and CPUs), or fp16 (CUDA only, with loss scaling)."""
+    mixed_precision: MixedPrecision = "auto"
+    """auto (bf16 on GPUs that support it, else fp32), fp32, bf16, or fp16 (CUDA, loss scaling)."""
     seed: int = 0
     """Base seed; each rank and data worker derives its own from it."""
     log_every: int = 20
@@ -109,6 +138,12 @@ class TrainConfig:
     """Complete checkpoints kept; older ones are pruned after each successful save."""
     progress_bar: bool = True
     """Show a tqdm bar on the main process."""
+    n_critic: int = 1
+    """Discriminator steps per generator step, each on a fresh real batch (5 for WGAN-GP)."""
+    ema_half_life_images: int = 0
+    """Half-life of the generator EMA in images (global, so independent of GPU count); 0: no EMA."""
+    augment: str | None = None
+    """DiffAugment policy for real and fake images in D: comma list of translation, cutout, color."""
 
     def __post_init__(self) -> None:
         from gandist.registry import LOSSES
@@ -122,6 +157,40 @@ class TrainConfig:
             self.checkpoints_total_limit >= 1,
             f"train.checkpoints_total_limit must be >= 1, got {self.checkpoints_total_limit}",
         )
+        _require(self.n_critic >= 1, f"train.n_critic must be >= 1, got {self.n_critic}")
+        _require(
+            self.ema_half_life_images >= 0,
+            f"train.ema_half_life_images must be >= 0, got {self.ema_half_life_images}",
+        )
+        from gandist.augment import check_policy
+
+        check_policy(self.augment or "", "train.augment")
+
+
+@dataclass
+class RegConfig:
+    gp_weight: float = 0.0
+    """WGAN-GP gradient penalty weight (10 in the paper); 0 disables it."""
+    r1_gamma: float = 0.0
+    """R1 penalty gamma: loss gamma/2 times the squared norm of D's input gradient on reals; 0: off."""
+    r1_every: int = 16
+    """Lazy R1: apply it every this many D steps, scaled up by the same factor."""
+    pl_weight: float = 0.0
+    """stylegan2: path-length regularisation weight (2 in the paper); 0 disables it."""
+    pl_every: int = 4
+    """Lazy path-length regularisation: every this many G steps, scaled up by the same factor."""
+    ortho_weight: float = 0.0
+    """BigGAN's orthogonal regularisation of G's weights (1e-4 in the paper); 0 disables it."""
+    weight_clip: float = 0.0
+    """WGAN: clamp every D parameter to [-c, c] after each D step (0.01 in the paper); 0 disables."""
+
+    def __post_init__(self) -> None:
+        for key in ("gp_weight", "r1_gamma", "pl_weight", "ortho_weight", "weight_clip"):
+            value = getattr(self, key)
+            _require(value >= 0, f"reg.{key} must be >= 0, got {value}")
+        for key in ("r1_every", "pl_every"):
+            value = getattr(self, key)
+            _require(value >= 1, f"reg.{key} must be >= 1, got {value}")
 
 
 @dataclass
@@ -194,6 +263,7 @@ class Config:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
@@ -226,10 +296,6 @@ def load_config(
         except (YAMLError, OmegaConfBaseException) as err:
             detail = " ".join(str(err).split())
             raise ConfigError(f"cannot parse {path}: {detail}") from None
-        if "run_name" not in layers[0]:
-            layers.append(OmegaConf.create({"run_name": path.stem}))
-    else:
-        layers.append(OmegaConf.create({"run_name": "gandist"}))
     for item in overrides:
         _require("=" in item, f"override {item!r} must look like key=value (e.g. train.steps=100)")
     try:
@@ -245,6 +311,8 @@ def load_config(
             raise ConfigError(_unknown_key_message(err)) from None
         except ValidationError as err:
             raise ConfigError(_validation_message(err)) from None
+    if not merged.run_name and not merged.output_dir:
+        merged.run_name = path.stem if path is not None else "gandist"
     try:
         return OmegaConf.to_object(merged)
     except ValidationError as err:
@@ -292,3 +360,42 @@ def _validation_message(err: ValidationError) -> str:
     if "'False'" in first or "'True'" in first:
         first += " (YAML reads yes/no/on/off as booleans: quote the value, or write fp32 for no)"
     return f"bad value for '{key}': {first}"
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings (the string literal under each field) read from the class source."""
+    import ast
+    import inspect
+    import textwrap
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body  # type: ignore[attr-defined]
+    docs = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())  # type: ignore[attr-defined]
+    return docs
+
+
+def reference_markdown() -> str:
+    """The config reference table for the README, generated from the dataclasses."""
+    defaults = to_dict(Config(run_name="<config file stem>", output_dir="runs/<run_name>"))
+    lines = ["| key | default | meaning |", "| --- | --- | --- |"]
+
+    def walk(cls: type, prefix: str, values: dict[str, Any]) -> None:
+        docs = _field_docs(cls)
+        for f in dataclasses.fields(cls):
+            value = values[f.name]
+            if dataclasses.is_dataclass(f.default_factory):
+                walk(f.default_factory, f"{prefix}{f.name}.", value)
+                continue
+            shown = "null" if value is None else value
+            lines.append(f"| `{prefix}{f.name}` | `{shown}` | {docs.get(f.name, '')} |")
+
+    walk(Config, "", defaults)
+    return "\n".join(lines) + "\n"

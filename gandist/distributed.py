@@ -12,6 +12,18 @@ from torch import nn
 ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
 
 
+def resolve_mixed_precision(mixed_precision: str) -> str:
+    """`auto` -> bf16 on a CUDA GPU that supports it (Ampere and newer), else fp32.
+
+    bf16 has fp32's exponent range, so it needs no loss scaling; fp16 stays opt-in.
+    """
+    if mixed_precision != "auto":
+        return mixed_precision
+    if torch.cuda.is_available() and torch.cuda.is_bf16_supported():
+        return "bf16"
+    return "fp32"
+
+
 class NotDistributedError(RuntimeError):
     """Several processes were launched but they did not form one process group."""
 
@@ -40,7 +52,7 @@ def build_accelerator(mixed_precision: str, log_with: list | None = None) -> Acc
     """
     accelerator = Accelerator(
         cpu=not torch.cuda.is_available(),
-        mixed_precision=ACCELERATE_PRECISION[mixed_precision],
+        mixed_precision=ACCELERATE_PRECISION[resolve_mixed_precision(mixed_precision)],
         log_with=log_with,
         # Every D and G parameter gets a gradient in its own phase; the G phase runs D's
         # unwrapped module, so DDP never waits for gradients that a frozen D won't produce.

@@ -35,14 +35,44 @@ def load_generator(run_or_checkpoint: str | os.PathLike) -> tuple[nn.Module, Con
     return generator.eval(), cfg
 
 
+def class_labels(generator: nn.Module, num: int, class_index: int | None) -> torch.Tensor | None:
+    """Labels [num] for a grid: all `class_index`, or every class in turn; None if unconditional.
+
+    Raises ValueError for a class the generator does not have, or any class for an
+    unconditional generator.
+    """
+    num_classes = int(getattr(generator, "num_classes", 0))
+    if not num_classes:
+        if class_index is not None:
+            raise ValueError(
+                f"--class {class_index} needs a class-conditional model; this one is unconditional"
+            )
+        return None
+    if class_index is None:
+        return torch.arange(num) % num_classes
+    if not 0 <= class_index < num_classes:
+        raise ValueError(
+            f"--class must be in [0, {num_classes - 1}] for this model, got {class_index}"
+        )
+    return torch.full((num,), class_index, dtype=torch.long)
+
+
 @torch.no_grad()
 def sample_grid(
-    run_or_checkpoint: str | os.PathLike, num: int, out: str | os.PathLike, seed: int = 0
+    run_or_checkpoint: str | os.PathLike,
+    num: int,
+    out: str | os.PathLike,
+    seed: int = 0,
+    class_index: int | None = None,
 ) -> Path:
-    """Write a grid of `num` samples drawn with `seed` to `out` (a PNG)."""
+    """Write a grid of `num` samples drawn with `seed` to `out` (a PNG).
+
+    Conditional models draw class `class_index`, or cycle through all classes when it is None.
+    """
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
     generator, cfg = load_generator(run_or_checkpoint)
+    labels = class_labels(generator, num, class_index)
     latents = torch.randn(num, cfg.model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    image_grid(generate(generator, latents), out)
+    image_grid(generate(generator, latents, labels), out)
     return Path(out)

@@ -14,11 +14,23 @@ import torch
 from tqdm.auto import tqdm
 
 from gandist import __version__, checkpoint
+from gandist.augment import DiffAugment
 from gandist.config import Config, to_dict, to_yaml
 from gandist.data.stream import StreamPosition, build_image_loader, derive_seed
-from gandist.distributed import assert_ranks_in_sync, build_accelerator
+from gandist.diagnostics import sample_diversity
+from gandist.distributed import assert_ranks_in_sync, build_accelerator, resolve_mixed_precision
+from gandist.ema import GeneratorEMA
+from gandist.losses import (
+    gradient_penalty,
+    interpolate,
+    orthogonal_penalty,
+    path_length_penalty,
+    r1_penalty,
+)
+from gandist.models.layers import conv_weights
 from gandist.registry import LOSSES, MODELS
 from gandist.sampling import generate
+from gandist.schedules import build_scheduler
 from gandist.tracking import METRICS_FILE, JsonlTracker, image_grid, wandb_mode, wandb_run_id
 
 log = logging.getLogger(__name__)
@@ -68,12 +80,19 @@ class Trainer:
         self.accelerator.register_for_checkpointing(self.state)
         self._batches = batches
         self.stream_position: StreamPosition | None = None
+        self._build_algorithm()
         # The same latent batch for every grid, so samples over time show one evolving set.
         self.fixed_latents = torch.randn(
             cfg.train.num_samples,
             cfg.model.latent_dim,
             generator=torch.Generator().manual_seed(cfg.train.seed),
         ).to(self.device)
+        # Conditional grids cycle through the classes: row by row, 0, 1, 2, ...
+        self.fixed_labels = (
+            torch.arange(cfg.train.num_samples, device=self.device) % self.num_classes
+            if self.num_classes
+            else None
+        )
         self.config_yaml = to_yaml(cfg)
 
     # ---- construction -------------------------------------------------------------------
@@ -112,6 +131,43 @@ class Trainer:
         self.d_optimizer = torch.optim.Adam(
             self.discriminator.parameters(), lr=optim.d_lr, betas=tuple(optim.betas)
         )
+
+    def _build_algorithm(self) -> None:
+        """EMA, loss scalers, LR schedules and augmentation; each registered for checkpoints."""
+        cfg = self.cfg
+        local_generator = self.accelerator.unwrap_model(self.generator)
+        self.num_classes = int(getattr(local_generator, "num_classes", 0))
+        self.augment = DiffAugment(cfg.train.augment or "")
+        self._lazy_metrics: dict[str, torch.Tensor] = {}
+        self.ema: GeneratorEMA | None = None
+        if cfg.train.ema_half_life_images > 0:
+            self.ema = GeneratorEMA(local_generator, cfg.train.ema_half_life_images)
+            self.accelerator.register_for_checkpointing(self.ema)
+        # fp16: one GradScaler per network instead of Accelerate's single scaler. Accelerate
+        # steps its one scaler (and calls update()) inside both optimizers' step(), so an
+        # overflow in G's gradients halves the scale D's loss uses and vice versa, and the
+        # growth interval counts both networks' steps. G and D have very different gradient
+        # magnitudes; each gets its own scale, skipped steps and growth.
+        self.precision = resolve_mixed_precision(cfg.train.mixed_precision)
+        self.g_scaler: torch.amp.GradScaler | None = None
+        self.d_scaler: torch.amp.GradScaler | None = None
+        if self.precision == "fp16":
+            self.g_scaler = torch.amp.GradScaler(self.device.type)
+            self.d_scaler = torch.amp.GradScaler(self.device.type)
+            self.accelerator.register_for_checkpointing(self.g_scaler)
+            self.accelerator.register_for_checkpointing(self.d_scaler)
+        optim = cfg.optim
+        self.schedulers = [
+            build_scheduler(opt.optimizer, optim.lr_schedule, optim.warmup_steps, cfg.train.steps)
+            for opt in (self.g_optimizer, self.d_optimizer)
+        ]
+        for scheduler in self.schedulers:
+            self.accelerator.register_for_checkpointing(scheduler)
+        if cfg.reg.pl_weight > 0 and not hasattr(local_generator, "synthesis"):
+            raise ValueError(
+                f"reg.pl_weight={cfg.reg.pl_weight} needs a generator with a mapping and a "
+                f"synthesis network (model.name=stylegan2), not model.name={cfg.model.name}"
+            )
 
     def _data_iterator(self) -> Iterator[dict[str, Any]]:
         if self._batches is not None:
@@ -168,20 +224,156 @@ class Trainer:
     def _latents(self, batch_size: int) -> torch.Tensor:
         return torch.randn(batch_size, self.cfg.model.latent_dim, device=self.device)
 
-    def d_step(self, real_images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """One discriminator update; G runs without a graph, so no G gradients are formed."""
-        with torch.no_grad(), self.accelerator.autocast():
-            fake_images = self.generator(self._latents(real_images.shape[0]))
-        with self.accelerator.autocast():
-            real_logits = self.discriminator(real_images)
-            fake_logits = self.discriminator(fake_images)
-            loss, metrics = self.objective.d_loss(real_logits, fake_logits)
-        self.d_optimizer.zero_grad(set_to_none=True)
-        self.accelerator.backward(loss)
-        self.d_optimizer.step()
-        return {"d_loss": loss.detach(), **metrics}
+    def _fake_labels(self, batch_size: int) -> torch.Tensor | None:
+        """Uniform class labels [B] for generated images, or None for unconditional models."""
+        if not self.num_classes:
+            return None
+        return torch.randint(0, self.num_classes, (batch_size,), device=self.device)
 
-    def g_step(self, batch_size: int) -> dict[str, torch.Tensor]:
+    def autocast(self):
+        """The mixed-precision context of both phases.
+
+        Accelerate turns fp16 autocast on only on CUDA; torch also runs fp16 autocast on CPU,
+        which lets the fp16 code path (separate scalers, scaled penalties) run in CPU tests.
+        """
+        if self.precision == "fp16" and self.device.type != "cuda":
+            return torch.autocast(self.device.type, dtype=torch.float16)
+        return self.accelerator.autocast()
+
+    def _critic(
+        self, discriminator: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """D's logits [B] on augmented images; the same DiffAugment for real and fake."""
+        if self.augment:
+            images = self.augment(images)
+        return discriminator(images) if labels is None else discriminator(images, labels)
+
+    def _next_real_batch(
+        self, data: Iterator[dict[str, Any]]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        batch = next(data)
+        if self.stream_position is not None:
+            self.stream_position.advance(batch)
+        real_images = batch["image"].to(self.device, non_blocking=True)
+        assert real_images.shape[0] == self.batch_per_rank, "every rank needs full batches"
+        if not self.num_classes:
+            return real_images, None
+        labels = batch.get("label")
+        if labels is None or bool((labels < 0).any()):
+            raise ValueError(
+                f"model.name={self.cfg.model.name} is class-conditional but the shards in "
+                f"data.shards={self.cfg.data.shards} hold samples without a class label (no "
+                "'cls' entry): write labelled shards (`gandist data synth glyphs` does) or "
+                "choose an unconditional model"
+            )
+        if bool((labels >= self.num_classes).any()):
+            raise ValueError(
+                f"the shards hold class label {int(labels.max())} but model.num_classes="
+                f"{self.num_classes}: set model.num_classes to the number of classes"
+            )
+        return real_images, labels.to(self.device, non_blocking=True)
+
+    def _update(
+        self,
+        loss: torch.Tensor,
+        optimizer: Any,
+        scaler: torch.amp.GradScaler | None,
+        model: torch.nn.Module,
+    ) -> dict[str, torch.Tensor]:
+        """Backward, optional clipping and the optimizer step, with this network's own scaler."""
+        metrics: dict[str, torch.Tensor] = {}
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is None:
+            self.accelerator.backward(loss)
+        else:
+            scaler.scale(loss).backward()
+        clip = self.cfg.optim.grad_clip_norm
+        if clip > 0:
+            if scaler is not None:
+                scaler.unscale_(optimizer.optimizer)  # clip the true gradients, not scaled ones
+            metrics["grad_norm"] = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        if scaler is None:
+            optimizer.step()
+        else:
+            # The wrapped torch optimizer: Accelerate's wrapper would step its shared scaler.
+            scaler.step(optimizer.optimizer)
+            scaler.update()
+            metrics["loss_scale"] = torch.tensor(scaler.get_scale())
+        return metrics
+
+    def d_step(
+        self,
+        real_images: torch.Tensor,
+        real_labels: torch.Tensor | None = None,
+        d_step_index: int = 0,
+    ) -> dict[str, torch.Tensor]:
+        """One discriminator update; G runs without a graph, so no G gradients are formed.
+
+        Penalties differentiate D's local module (not its DDP wrapper) with autograd.grad and
+        are added to the loss, so one backward carries them and DDP all-reduces the sum once.
+        """
+        batch_size = real_images.shape[0]
+        fake_labels = self._fake_labels(batch_size)
+        with torch.no_grad(), self.autocast():
+            fake_images = generate(self.generator, self._latents(batch_size), fake_labels)
+        with self.autocast():
+            real_logits = self._critic(self.discriminator, real_images, real_labels)
+            fake_logits = self._critic(self.discriminator, fake_images, fake_labels)
+            loss, metrics = self.objective.d_loss(real_logits, fake_logits)
+        penalty, penalty_metrics = self._d_penalties(
+            real_images, real_labels, fake_images, fake_labels, d_step_index
+        )
+        update_metrics = self._update(
+            loss + penalty, self.d_optimizer, self.d_scaler, self.discriminator
+        )
+        clip = self.cfg.reg.weight_clip
+        if clip > 0:
+            with torch.no_grad():
+                for param in self.discriminator.parameters():
+                    param.clamp_(-clip, clip)
+        metrics["real_diversity"] = sample_diversity(real_images)
+        return {
+            "d_loss": loss.detach(),
+            **metrics,
+            **penalty_metrics,
+            **{f"d_{k}": v for k, v in update_metrics.items()},
+        }
+
+    def _d_penalties(
+        self,
+        real_images: torch.Tensor,
+        real_labels: torch.Tensor | None,
+        fake_images: torch.Tensor,
+        fake_labels: torch.Tensor | None,
+        d_step_index: int,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        reg = self.cfg.reg
+        local_d = self.accelerator.unwrap_model(self.discriminator)
+        grad_scale = self.d_scaler.get_scale() if self.d_scaler is not None else 1.0
+        total = torch.zeros((), device=self.device)
+        metrics: dict[str, torch.Tensor] = {}
+        if reg.gp_weight > 0:
+            # Interpolates pair real and fake images of the same index; conditional critics
+            # see the real labels (WGAN-GP is unconditional in the paper).
+            points = interpolate(real_images, fake_images)
+            with self.autocast():
+                logits = self._critic(local_d, points, real_labels)
+            penalty, m = gradient_penalty(points, logits, grad_scale)
+            total = total + reg.gp_weight * penalty
+            metrics |= m
+        if reg.r1_gamma > 0 and d_step_index % reg.r1_every == 0:
+            reals = real_images.detach().requires_grad_(True)
+            with self.autocast():
+                logits = self._critic(local_d, reals, real_labels)
+            penalty, m = r1_penalty(reals, logits, grad_scale)
+            # Lazy regularisation: every r1_every steps, r1_every times as strong.
+            total = total + (reg.r1_gamma / 2) * reg.r1_every * penalty
+            self._lazy_metrics |= m
+        # Lazy penalties report their latest value on every step, so a log window's mean is
+        # not diluted by the steps that skipped them.
+        return total, metrics | {k: v for k, v in self._lazy_metrics.items() if k == "r1"}
+
+    def g_step(self, batch_size: int, g_step_index: int = 0) -> dict[str, torch.Tensor]:
         """One generator update through a frozen D.
 
         D's unwrapped module is used: through its DDP wrapper, DDP would expect gradients for
@@ -190,16 +382,67 @@ class Trainer:
         discriminator = self.accelerator.unwrap_model(self.discriminator)
         discriminator.requires_grad_(False)
         try:
-            with self.accelerator.autocast():
-                fake_images = self.generator(self._latents(batch_size))
-                fake_logits = discriminator(fake_images)
+            labels = self._fake_labels(batch_size)
+            with self.autocast():
+                fake_images = generate(self.generator, self._latents(batch_size), labels)
+                fake_logits = self._critic(discriminator, fake_images, labels)
                 loss, metrics = self.objective.g_loss(fake_logits)
-            self.g_optimizer.zero_grad(set_to_none=True)
-            self.accelerator.backward(loss)
-            self.g_optimizer.step()
+            penalty, penalty_metrics = self._g_penalties(batch_size, g_step_index)
+            update_metrics = self._update(
+                loss + penalty, self.g_optimizer, self.g_scaler, self.generator
+            )
         finally:
             discriminator.requires_grad_(True)
-        return {"g_loss": loss.detach(), **metrics}
+        if self.ema is not None:
+            global_batch = batch_size * self.accelerator.num_processes
+            self.ema.update(self.accelerator.unwrap_model(self.generator), global_batch)
+        metrics["sample_diversity"] = sample_diversity(fake_images)
+        return {
+            "g_loss": loss.detach(),
+            **metrics,
+            **penalty_metrics,
+            **{f"g_{k}": v for k, v in update_metrics.items()},
+        }
+
+    def _g_penalties(
+        self, batch_size: int, g_step_index: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        reg = self.cfg.reg
+        local_g = self.accelerator.unwrap_model(self.generator)
+        total = torch.zeros((), device=self.device)
+        metrics: dict[str, torch.Tensor] = {}
+        if reg.ortho_weight > 0:
+            weights_fn = getattr(local_g, "regularized_weights", None)
+            weights = weights_fn() if weights_fn is not None else conv_weights(local_g)
+            penalty, metrics = orthogonal_penalty(weights)
+            total = total + reg.ortho_weight * penalty
+        if reg.pl_weight > 0 and g_step_index % reg.pl_every == 0:
+            grad_scale = self.g_scaler.get_scale() if self.g_scaler is not None else 1.0
+            # Half the batch, as in StyleGAN2: the penalty only needs a mean path length.
+            ws = local_g.mapping(self._latents(max(1, batch_size // 2)))
+            with self.autocast():
+                images = local_g.synthesis(ws)
+            penalty, m = path_length_penalty(images, ws, local_g.pl_mean, grad_scale=grad_scale)
+            with torch.no_grad():
+                # A step whose fp16 gradients overflowed is skipped; keep its inf out of the target.
+                new_mean = m.pop("pl_mean")
+                local_g.pl_mean.copy_(torch.where(new_mean.isfinite(), new_mean, local_g.pl_mean))
+            total = total + reg.pl_weight * reg.pl_every * penalty
+            self._lazy_metrics |= m | {"pl": penalty.detach()}
+        lazy = {k: v for k, v in self._lazy_metrics.items() if k in ("pl", "pl_length")}
+        return total, metrics | lazy
+
+    def train_step(self, data: Iterator[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """`train.n_critic` D steps on fresh real batches, one G step, then the LR schedules."""
+        n_critic = self.cfg.train.n_critic
+        metrics: dict[str, torch.Tensor] = {}
+        for i in range(n_critic):
+            real_images, real_labels = self._next_real_batch(data)
+            metrics = self.d_step(real_images, real_labels, self.state.step * n_critic + i)
+        metrics |= self.g_step(self.batch_per_rank, self.state.step)
+        for scheduler in self.schedulers:
+            scheduler.step()
+        return metrics
 
     # ---- the loop -----------------------------------------------------------------------
 
@@ -210,7 +453,8 @@ class Trainer:
         self._start_tracking()
         self._build_evaluator()
         data = self._data_iterator()
-        global_batch = self.batch_per_rank * self.accelerator.num_processes
+        # Real images consumed per step (n_critic D steps per step).
+        global_batch = self.batch_per_rank * self.accelerator.num_processes * cfg.n_critic
         sums: dict[str, torch.Tensor] = {}
         window_steps, window_start = 0, time.perf_counter()
         progress = tqdm(
@@ -220,12 +464,7 @@ class Trainer:
             dynamic_ncols=True,
         )
         while self.state.step < cfg.steps:
-            batch = next(data)
-            if self.stream_position is not None:
-                self.stream_position.advance(batch)
-            real_images = batch["image"].to(self.device, non_blocking=True)
-            assert real_images.shape[0] == self.batch_per_rank, "every rank needs full batches"
-            metrics = self.d_step(real_images) | self.g_step(self.batch_per_rank)
+            metrics = self.train_step(data)
             for key, value in metrics.items():
                 sums[key] = sums.get(key, 0.0) + value
             self.state.step += 1
@@ -329,7 +568,10 @@ class Trainer:
         return True
 
     def sampling_generator(self) -> torch.nn.Module:
-        """The generator used for sample grids and evaluation (unwrapped from DDP)."""
+        """The generator used for sample grids, evaluation and export: the EMA when enabled,
+        else the trained generator unwrapped from DDP."""
+        if self.ema is not None:
+            return self.ema.module
         return self.accelerator.unwrap_model(self.generator)
 
     @torch.no_grad()
@@ -341,7 +583,7 @@ class Trainer:
         was_training = generator.training
         generator.eval()
         with self.accelerator.autocast():
-            images = generate(generator, self.fixed_latents)
+            images = generate(generator, self.fixed_latents, self.fixed_labels)
         generator.train(was_training)
         path = self.run_dir / "samples" / f"step-{self.state.step:08d}.png"
         grid = image_grid(images, path)
@@ -353,14 +595,15 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         self._gather_stream_positions()
-        assert_ranks_in_sync(
-            self.accelerator, {"generator": self.generator, "discriminator": self.discriminator}
-        )
+        modules = {"generator": self.generator, "discriminator": self.discriminator}
+        if self.ema is not None:
+            modules["generator_ema"] = self.ema.module
+        assert_ranks_in_sync(self.accelerator, modules)
         path = checkpoint.save_checkpoint(
             self.accelerator,
             self.run_dir,
             self.state.step,
-            self.generator,
+            self.sampling_generator(),
             self.config_yaml,
             keep=self.cfg.train.checkpoints_total_limit,
         )
@@ -385,6 +628,7 @@ class Trainer:
             "distributed_type": str(self.accelerator.distributed_type),
             "device": str(self.device),
             "mixed_precision": self.cfg.train.mixed_precision,
+            "precision": self.precision,
             "batch_per_rank": self.batch_per_rank,
             "resumed_at_step": self.state.step,
             "gandist": __version__,

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # launched ranks do, so two ranks fit the two cores of a CI machine.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
+torch.set_num_threads(1)
 
 NUM_GLYPH_SHARDS = 8
 GLYPHS_PER_SHARD = 32
@@ -28,7 +30,9 @@ def glyph_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     out = tmp_path_factory.mktemp("glyphs")
     num = NUM_GLYPH_SHARDS * GLYPHS_PER_SHARD
-    shards = write_shards(glyph_samples(num, size=32, seed=1), out, "glyphs", max_count=GLYPHS_PER_SHARD)
+    shards = write_shards(
+        glyph_samples(num, size=32, seed=1), out, "glyphs", max_count=GLYPHS_PER_SHARD
+    )
     write_manifest(out, shards, kind="image", count=num, resolution=32)
     return out
 
@@ -63,7 +67,9 @@ def subprocess_env() -> dict[str, str]:
     return env
 
 
-def run(command: list[str], timeout: float = 240, check: bool = True) -> subprocess.CompletedProcess:
+def run(
+    command: list[str], timeout: float = 240, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run a command from the repo root; on failure show its output in the assertion."""
     result = subprocess.run(
         command, cwd=ROOT, env=subprocess_env(), capture_output=True, text=True, timeout=timeout
@@ -78,3 +84,14 @@ def run(command: list[str], timeout: float = 240, check: bool = True) -> subproc
 
 def gandist_cli(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
     return run([sys.executable, "-m", "gandist.cli", *args], **kwargs)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Accelerate keeps process-wide singletons; each in-process Trainer gets a clean slate."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState, PartialState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    PartialState._reset_state()

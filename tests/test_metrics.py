@@ -7,7 +7,6 @@ import itertools
 import json
 import math
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,15 +34,6 @@ from tests.conftest import run, tiny_overrides
 from tests.scripts.metrics_two_ranks import eval_config, tiny_generator
 
 SCRIPT = Path(__file__).parent / "scripts" / "metrics_two_ranks.py"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread, like each launched rank: on a 2-core CI machine more only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

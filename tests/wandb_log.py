@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -39,9 +40,17 @@ def records(path: str | Path) -> Iterator[wandb_internal_pb2.Record]:
             pending += chunk
 
 
+def run_files(run_dir: str | Path) -> list[Path]:
+    """Offline run files under `run_dir/wandb/`, one per launch, oldest first.
+
+    A resumed run writes a new folder per launch under the same run id; `wandb sync` merges them.
+    """
+    return sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+
+
 def run_file(run_dir: str | Path) -> Path:
-    """The single offline run file under `run_dir/wandb/`."""
-    found = sorted(Path(run_dir).glob("wandb/offline-run-*/run-*.wandb"))
+    """The single offline run file of a run launched once."""
+    found = run_files(run_dir)
     assert len(found) == 1, f"expected one offline wandb run under {run_dir}, found {found}"
     return found[0]
 
@@ -61,3 +70,16 @@ def history(path: str | Path) -> list[dict[str, Any]]:
 
 def run_ids(path: str | Path) -> set[str]:
     return {r.run.run_id for r in records(path) if r.WhichOneof("record_type") == "run"}
+
+
+def wait_for_step(run_dir: str | Path, step: int, timeout_s: float = 20.0) -> list[int]:
+    """Logged `_step`s of all launches, once `step` is on disk.
+
+    wandb's service process may still be flushing the last records when `finish()` returns.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        steps = [row["_step"] for f in run_files(run_dir) for row in history(f)]
+        if step in steps or time.monotonic() > deadline:
+            return steps
+        time.sleep(0.2)

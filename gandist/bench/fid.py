@@ -140,7 +140,7 @@ def worker_torch_fidelity(args: argparse.Namespace) -> dict[str, Any]:
 def _run_worker(mode: str, ranks: int, args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.work) / f"{mode}-{ranks}.json"
     worker = [
-        "-m", "gandist.metrics.bench", mode, "--work", args.work, "--shards", args.shards,
+        "-m", "gandist.bench.fid", mode, "--work", args.work, "--shards", args.shards,
         "--weights", args.weights, "--num-fake", str(args.num), "--num-real", str(args.num_real),
         "--batch-size", str(args.batch_size), "--out", str(out),
     ]  # fmt: skip

@@ -1,0 +1,115 @@
+"""`gandist bench train`: Trainer images/s against the textbook PyTorch loop, side by side."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from gandist.config import Config, load_config
+from gandist.data.stream import build_image_loader
+from gandist.registry import MODELS
+
+
+def preload_batches(cfg: Config, num_batches: int) -> list[dict[str, Any]]:
+    """Decode a few batches once, so both loops train on identical data with no reading cost."""
+    loader = build_image_loader(
+        cfg.data, batch_size=cfg.train.batch_size, rank=0, world_size=1, seed=cfg.train.seed
+    )
+    return [{"image": b["image"]} for b in itertools.islice(iter(loader), num_batches)]
+
+
+def plain_loop(cfg: Config, batches: list[dict[str, Any]], steps: int, window: int) -> list[float]:
+    """The textbook GAN loop (D step with G under no_grad, G step through a frozen D, Adam).
+
+    Returns images/s for each window of `window` steps.
+    """
+    torch.manual_seed(cfg.train.seed)
+    generator, discriminator = MODELS.get(cfg.model.name)(
+        cfg.model, cfg.data.resolution, cfg.data.channels
+    )
+    betas = tuple(cfg.optim.betas)
+    g_opt = torch.optim.Adam(generator.parameters(), lr=cfg.optim.g_lr, betas=betas)
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.d_lr, betas=betas)
+    rates, start = [], time.perf_counter()
+    for step, batch in zip(range(1, steps + 1), itertools.cycle(batches), strict=False):
+        real = batch["image"]
+        z = torch.randn(real.shape[0], cfg.model.latent_dim)
+        with torch.no_grad():
+            fake = generator(z)
+        d_loss = F.softplus(-discriminator(real)).mean() + F.softplus(discriminator(fake)).mean()
+        d_opt.zero_grad(set_to_none=True)
+        d_loss.backward()
+        d_opt.step()
+
+        discriminator.requires_grad_(False)
+        g_loss = F.softplus(-discriminator(generator(z))).mean()
+        g_opt.zero_grad(set_to_none=True)
+        g_loss.backward()
+        g_opt.step()
+        discriminator.requires_grad_(True)
+        if step % window == 0:
+            rates.append(window * real.shape[0] / (time.perf_counter() - start))
+            start = time.perf_counter()
+    return rates
+
+
+def trainer_loop(cfg: Config, batches: list[dict[str, Any]], out_dir: Path) -> list[float]:
+    """images/s of the real Trainer for each log window, read back from its metrics.jsonl."""
+    from accelerate.state import AcceleratorState
+
+    from gandist.trainer import Trainer
+
+    Trainer(cfg, batches=itertools.cycle(batches)).train()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return [row["perf/images_per_s"] for row in rows]
+
+
+def bench_train(config: str, overrides: list[str], steps: int = 60, rounds: int = 3) -> dict:
+    """Alternate rounds of both loops (so machine noise hits both alike) and print the ratio."""
+    window = max(1, steps // 6)
+    results: dict[str, list[float]] = {"plain": [], "trainer": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        common = [
+            *overrides,
+            "tracking.wandb=false",
+            "train.progress_bar=false",
+            f"train.steps={steps}",
+            f"train.log_every={window}",
+            f"train.sample_every={steps}",
+            f"train.checkpoint_every={steps}",
+        ]
+        base = load_config(config, [*common, f"output_dir={tmp}/data"])
+        batches = preload_batches(base, num_batches=8)
+        print(
+            f"gandist bench train: {base.model.name} at {base.data.resolution} px, global batch "
+            f"{base.train.batch_size}, 1 process, {torch.get_num_threads()} threads, "
+            f"{steps} steps x {rounds} rounds (first window of each run is warm-up, dropped)"
+        )
+        for index in range(rounds):
+            out_dir = Path(tmp) / f"trainer-{index}"
+            cfg = load_config(config, [*common, f"output_dir={out_dir}"])
+            plain = plain_loop(base, batches, steps, window)[1:]
+            trainer = trainer_loop(cfg, batches, out_dir)[1:]
+            results["plain"] += plain
+            results["trainer"] += trainer
+            print(
+                f"  round {index + 1}: plain {statistics.median(plain):8.1f} img/s   "
+                f"trainer {statistics.median(trainer):8.1f} img/s"
+            )
+    plain_rate = statistics.median(results["plain"])
+    trainer_rate = statistics.median(results["trainer"])
+    ratio = trainer_rate / plain_rate
+    print(f"median: plain {plain_rate:.1f} img/s, trainer {trainer_rate:.1f} img/s")
+    print(
+        f"trainer / plain = {ratio:.3f} (goal >= 0.9): {'PASS' if ratio >= 0.9 else 'BELOW GOAL'}"
+    )
+    return {"plain_images_per_s": plain_rate, "trainer_images_per_s": trainer_rate, "ratio": ratio}

@@ -1,0 +1,129 @@
+"""Layers shared by the GAN families: conditional BN, spectral norm, ResNet blocks, projection heads."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
+    """`module` with spectral normalisation of its weight (Miyato et al., 2018) when enabled."""
+    return spectral_norm(module) if enabled else module
+
+
+def conv_weights(module: nn.Module) -> list[torch.Tensor]:
+    """The (unnormalised) weight of every conv and linear layer, for weight regularisers."""
+    weights = []
+    for layer in module.modules():
+        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            weights.append(
+                layer.parametrizations.weight.original
+                if hasattr(layer, "parametrizations")
+                else layer.weight
+            )
+    return weights
+
+
+class ConditionalBatchNorm2d(nn.Module):
+    """BatchNorm whose gain and bias are predicted from a conditioning vector [B, cond_dim].
+
+    With a one-hot class vector this is the class-conditional BN of de Vries et al. (2017);
+    with a class embedding concatenated to a latent chunk it is BigGAN's. The gain is 1 + f(c)
+    with f initialised to zero, so training starts from plain BN.
+    """
+
+    def __init__(self, num_features: int, cond_dim: int, spectral: bool = False) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(num_features, affine=False)
+        self.gain = maybe_sn(nn.Linear(cond_dim, num_features, bias=False), spectral)
+        self.bias = maybe_sn(nn.Linear(cond_dim, num_features, bias=False), spectral)
+        if not spectral:
+            nn.init.zeros_(self.gain.weight)
+            nn.init.zeros_(self.bias.weight)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gain = 1.0 + self.gain(cond)[:, :, None, None]
+        bias = self.bias(cond)[:, :, None, None]
+        return self.norm(x) * gain + bias
+
+
+class GBlock(nn.Module):
+    """ResNet up-block of SNGAN/BigGAN generators: BN-ReLU-up-conv3-BN-ReLU-conv3 + up-conv1 skip.
+
+    With `cond_dim > 0` both BNs are conditional and `forward` takes the conditioning vector.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, cond_dim: int = 0, spectral: bool = False) -> None:
+        super().__init__()
+        self.cond_dim = cond_dim
+        if cond_dim:
+            self.norm1 = ConditionalBatchNorm2d(in_ch, cond_dim, spectral)
+            self.norm2 = ConditionalBatchNorm2d(out_ch, cond_dim, spectral)
+        else:
+            self.norm1, self.norm2 = nn.BatchNorm2d(in_ch), nn.BatchNorm2d(out_ch)
+        self.conv1 = maybe_sn(nn.Conv2d(in_ch, out_ch, 3, 1, 1), spectral)
+        self.conv2 = maybe_sn(nn.Conv2d(out_ch, out_ch, 3, 1, 1), spectral)
+        self.skip = maybe_sn(nn.Conv2d(in_ch, out_ch, 1), spectral)
+
+    def _norm(self, norm: nn.Module, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        return norm(x, cond) if self.cond_dim else norm(x)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = F.relu(self._norm(self.norm1, x, cond))
+        h = self.conv1(F.interpolate(h, scale_factor=2, mode="nearest"))  # [B, out, 2H, 2W]
+        h = self.conv2(F.relu(self._norm(self.norm2, h, cond)))
+        return h + self.skip(F.interpolate(x, scale_factor=2, mode="nearest"))
+
+
+class DBlock(nn.Module):
+    """ResNet down-block of SNGAN/BigGAN discriminators, spectrally normalised.
+
+    `first=True` is the "optimised" input block: no ReLU before the first conv (the input is
+    an image) and the skip pools before its 1x1 conv.
+    """
+
+    def __init__(
+        self, in_ch: int, out_ch: int, downsample: bool = True, first: bool = False
+    ) -> None:
+        super().__init__()
+        self.first, self.downsample = first, downsample
+        self.conv1 = spectral_norm(nn.Conv2d(in_ch, out_ch, 3, 1, 1))
+        self.conv2 = spectral_norm(nn.Conv2d(out_ch, out_ch, 3, 1, 1))
+        self.skip = (
+            spectral_norm(nn.Conv2d(in_ch, out_ch, 1)) if in_ch != out_ch or downsample else None
+        )
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 2) if self.downsample else x
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x if self.first else F.relu(x)
+        h = self._pool(self.conv2(F.relu(self.conv1(h))))
+        if self.skip is None:
+            return h + x
+        skip = self.skip(self._pool(x)) if self.first else self._pool(self.skip(x))
+        return h + skip
+
+
+class ProjectionHead(nn.Module):
+    """The output of a projection discriminator (Miyato & Koyama, 2018).
+
+    logits = psi(h) + <embed(y), h> over sum-pooled features h: the class enters as an inner
+    product, not by concatenation, which is what makes the conditional D work at scale.
+    With num_classes=0 it is an unconditional linear head.
+    """
+
+    def __init__(self, features: int, num_classes: int = 0) -> None:
+        super().__init__()
+        self.linear = spectral_norm(nn.Linear(features, 1))
+        self.embed = spectral_norm(nn.Embedding(num_classes, features)) if num_classes else None
+
+    def forward(self, h: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        h = F.relu(h).sum(dim=(2, 3))  # [B, features]
+        logits = self.linear(h).squeeze(1)  # [B]
+        if self.embed is not None:
+            assert labels is not None, "a conditional discriminator needs labels"
+            logits = logits + (self.embed(labels) * h).sum(1)
+        return logits

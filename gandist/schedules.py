@@ -1,0 +1,38 @@
+"""Learning-rate schedules as multipliers of the configured rates, per training step."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def lr_multiplier(step: int, schedule: str, warmup_steps: int, total_steps: int) -> float:
+    """The factor applied to the base learning rate at `step` (0-based).
+
+    A linear warm-up from 1/warmup_steps to 1 first, then constant, linear decay to 0, or a
+    cosine decay to 0 at `total_steps`.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    if schedule == "constant":
+        return 1.0
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise ValueError(f"unknown lr schedule {schedule!r}; choose constant, linear or cosine")
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, warmup_steps: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """A LambdaLR stepped once per training step.
+
+    Deliberately not passed through `accelerator.prepare`: Accelerate's scheduler wrapper steps
+    the schedule once per process per call, which would run it N times too fast on N ranks.
+    """
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_multiplier(step, schedule, warmup_steps, total_steps)
+    )

@@ -1,0 +1,122 @@
+"""Every registered family builds, maps latents to images of the right shape, and D to logits [B]."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gandist.config import ConfigError, ModelConfig, load_config
+from gandist.registry import MODELS
+from gandist.sampling import class_labels, generate
+
+FAMILY_CONFIGS = [
+    "dcgan", "dcgan64", "conditional", "wgan", "wgan-gp", "sngan", "biggan", "stylegan2", "mlp",
+]  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Like the launched ranks: on a 2-core machine shared with others, more threads run slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _build(cfg: ModelConfig, resolution: int, channels: int):
+    torch.manual_seed(0)
+    return MODELS.get(cfg.name)(cfg, resolution, channels)
+
+
+def test_every_registered_family_has_a_config() -> None:
+    names = {load_config(f"configs/{c}.yaml").model.name for c in FAMILY_CONFIGS}
+    assert names == set(MODELS.names())
+
+
+@pytest.mark.parametrize("config", FAMILY_CONFIGS)
+def test_family_output_shapes_at_default_config(config: str) -> None:
+    cfg = load_config(f"configs/{config}.yaml")
+    res, ch = cfg.data.resolution, cfg.data.channels
+    generator, discriminator = _build(cfg.model, res, ch)
+    assert generator.latent_dim == cfg.model.latent_dim
+    z = torch.randn(4, cfg.model.latent_dim)
+    labels = class_labels(generator, 4, None)
+    assert (labels is not None) == (cfg.model.num_classes > 0)
+    images = generate(generator, z, labels)
+    assert images.shape == (4, ch, res, res)
+    assert torch.isfinite(images).all()
+    logits = discriminator(images) if labels is None else discriminator(images, labels)
+    assert logits.shape == (4,)
+    # Gradients reach every parameter of both networks.
+    (logits.sum() + images.sum()).backward()
+    for name, param in [*generator.named_parameters(), *discriminator.named_parameters()]:
+        if "style" not in name:
+            assert param.grad is not None, f"{config}: no gradient for {name}"
+
+
+@pytest.mark.parametrize("name", ["sngan", "biggan", "stylegan2", "conditional", "wgan-gp"])
+def test_family_at_64_px(name: str) -> None:
+    cfg = ModelConfig(name=name, latent_dim=16, g_width=4, d_width=4, num_classes=3)
+    generator, discriminator = _build(cfg, 64, 1)
+    labels = torch.tensor([0, 2]) if getattr(generator, "num_classes", 0) else None
+    images = generate(generator, torch.randn(2, 16), labels)
+    assert images.shape == (2, 1, 64, 64)
+    logits = discriminator(images) if labels is None else discriminator(images, labels)
+    assert logits.shape == (2,)
+
+
+@pytest.mark.parametrize("name", ["conditional", "biggan"])
+def test_conditional_generator_output_depends_on_the_label(name: str) -> None:
+    cfg = ModelConfig(name=name, latent_dim=16, g_width=4, d_width=4, num_classes=5)
+    generator, _ = _build(cfg, 32, 3)
+    generator.eval()
+    # Move the class-dependent parameters off their zero init so classes differ from step 0.
+    with torch.no_grad():
+        for pname, param in generator.named_parameters():
+            if "gain" in pname or "bias" in pname or "shared" in pname:
+                param.normal_(0, 0.5)
+    z = torch.randn(1, 16).expand(2, -1)
+    images = generator(z, torch.tensor([1, 4]))
+    assert not torch.allclose(images[0], images[1])
+    assert generator.num_classes == 5
+
+
+def test_conditional_families_require_num_classes() -> None:
+    for name in ("conditional", "biggan"):
+        with pytest.raises(ConfigError, match="model.num_classes"):
+            load_config(None, [f"model.name={name}"])
+
+
+def test_biggan_latent_too_small_for_its_chunks() -> None:
+    with pytest.raises(ConfigError, match="chunks"):
+        load_config(None, ["model.name=biggan", "model.num_classes=2", "model.latent_dim=3"])
+
+
+def test_stylegan2_mixing_and_mapping() -> None:
+    cfg = ModelConfig(name="stylegan2", latent_dim=8, g_width=4, d_width=4, mapping_layers=2)
+    generator, _ = _build(cfg, 16, 3)
+    ws = generator.mapping(torch.randn(3, 8))
+    assert ws.shape == (3, generator.num_ws, 8)
+    # Layers past a cutoff take another w: a mixed batch differs from an unmixed one.
+    torch.manual_seed(1)
+    z = torch.randn(2, 8)
+    generator.eval()
+    unmixed = generator(z)
+    generator.style_mixing_prob = 1.0
+    mixed = generator.synthesis(generator._mix_styles(z, generator.mapping(z)))
+    assert not torch.allclose(unmixed, mixed)
+    # Eval mode uses fixed noise: the same latents give the same images.
+    assert torch.equal(generator(z), unmixed)
+
+
+def test_sample_class_labels() -> None:
+    cfg = ModelConfig(name="conditional", latent_dim=8, g_width=4, d_width=4, num_classes=3)
+    generator, _ = _build(cfg, 16, 3)
+    assert class_labels(generator, 5, None).tolist() == [0, 1, 2, 0, 1]
+    assert class_labels(generator, 3, 2).tolist() == [2, 2, 2]
+    with pytest.raises(ValueError, match=r"\[0, 2\]"):
+        class_labels(generator, 3, 3)
+    dcgan, _ = _build(ModelConfig(name="dcgan", latent_dim=8, g_width=4, d_width=4), 16, 3)
+    assert class_labels(dcgan, 4, None) is None
+    with pytest.raises(ValueError, match="unconditional"):
+        class_labels(dcgan, 4, 1)
