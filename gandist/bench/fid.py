@@ -62,7 +62,13 @@ def worker_ours(args: argparse.Namespace) -> dict[str, Any]:
     results = evaluator.evaluate(generator)
     score_s = time.perf_counter() - start
     world = dist.get_world_size() if dist.is_initialized() else 1
-    return {"score_s": score_s, "world": world, "cache_hit": evaluator.cache_hit, **results}
+    return {
+        "score_s": score_s,
+        "world": world,
+        "threads": torch.get_num_threads(),
+        "cache_hit": evaluator.cache_hit,
+        **results,
+    }
 
 
 def worker_torch_fidelity(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,6 +137,7 @@ def worker_torch_fidelity(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "score_s": time.perf_counter() - start,
         "world": 1,
+        "threads": torch.get_num_threads(),
         "eval/fid": results["frechet_inception_distance"],
         "eval/kid": results["kernel_inception_distance_mean"],
         "eval/is": results["inception_score_mean"],
@@ -188,10 +195,13 @@ def bench_fid(num: int, num_real: int, ranks: list[int], batch_size: int = 64) -
         for count in ranks:
             rows.append({"path": "gandist sharded", **_run_worker("ours", count, args)})
     base = rows[0]["score_s"]
-    print(f"{'path':34} {'ranks':>5} {'score_s':>9} {'samples/s':>10} {'speedup':>8} {'FID':>10}")
+    print(
+        f"{'path':34} {'ranks':>5} {'threads/rank':>12} {'score_s':>9} {'samples/s':>10} "
+        f"{'speedup':>8} {'FID':>10}"
+    )
     for row in rows:
         print(
-            f"{row['path']:34} {row['world']:>5} {row['score_s']:>9.1f} "
+            f"{row['path']:34} {row['world']:>5} {row['threads']:>12} {row['score_s']:>9.1f} "
             f"{num / row['score_s']:>10.1f} {base / row['score_s']:>7.2f}x {row['eval/fid']:>10.4g}"
         )
     print(
