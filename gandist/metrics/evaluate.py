@@ -125,14 +125,23 @@ class Evaluator:
 
     @torch.no_grad()
     def estimate_s(self, generator: nn.Module) -> float:
-        """Seconds one evaluation should take, timed on one batch (for pacing the first one)."""
+        """Seconds one evaluation should take (for pacing the first one).
+
+        Generation and extraction are timed on one batch and scaled to this rank's share;
+        FID statistics and KID are timed for real on the reference features, since with the
+        default 100 KID subsets of 1000 they can cost more than the extraction.
+        """
+        from torch_fidelity.metric_fid import fid_features_to_statistics
+        from torch_fidelity.metric_kid import kid_features_to_metric
+
         from gandist.metrics.sharded import evaluation_latents, to_extractor_input
         from gandist.sampling import generate
 
         batch = min(self.cfg.batch_size, self.cfg.num_samples)
-        latents, labels = evaluation_latents(
-            batch, int(generator.latent_dim), int(getattr(generator, "num_classes", 0) or 0), 0
-        )
+        num_classes = int(getattr(generator, "num_classes", 0) or 0)
+        latents, labels = evaluation_latents(batch, int(generator.latent_dim), num_classes, 0)
+        if labels is not None:
+            labels = labels.to(self.ranks.device)
         was_training = generator.training
         generator.eval()
         start = time.perf_counter()
@@ -140,8 +149,21 @@ class Evaluator:
             images = generate(generator, latents.to(self.ranks.device), labels)
             self.extractor(to_extractor_input(images))
         generator.train(was_training)
-        per_batch_s = time.perf_counter() - start
-        return per_batch_s * math.ceil(self.cfg.num_samples / self.ranks.world / batch)
+        extract_s = (time.perf_counter() - start) * math.ceil(
+            self.cfg.num_samples / self.ranks.world / batch
+        )
+        reference = self.prepare()
+        features = reference.kid_features[: self.cfg.num_samples]
+        start = time.perf_counter()
+        fid_features_to_statistics(features)
+        kid_features_to_metric(
+            features,
+            features,
+            kid_subsets=self.cfg.kid_subsets,
+            kid_subset_size=min(self.cfg.kid_subset_size, len(features)),
+            verbose=False,
+        )
+        return extract_s + time.perf_counter() - start
 
     @torch.no_grad()
     def evaluate(self, generator: nn.Module, num: int | None = None) -> dict[str, float]:
