@@ -7,16 +7,26 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 from accelerate import Accelerator
+from omegaconf import OmegaConf
 from torch import nn
+
+from gandist.config import ConfigError
 
 CHECKPOINTS = "checkpoints"
 COMPLETE = "COMPLETE"
+BEST = "BEST"
 GENERATOR_FILE = "generator.pt"
 CONFIG_FILE = "config.yaml"
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+_TMP_DIR = re.compile(r"^\.tmp-step-(\d+)$")
+
+RESUME_MUST_MATCH = ("model", "data.resolution", "data.channels")
+"""Config keys (a section covers all its keys) that shape the saved tensors: resuming a
+checkpoint is refused when any of them differs from the checkpoint's own config.yaml."""
 
 
 def checkpoint_root(run_dir: str | os.PathLike) -> Path:
@@ -106,10 +116,96 @@ def save_checkpoint(
 
 
 def prune_checkpoints(run_dir: str | os.PathLike, keep: int) -> None:
-    """Delete all but the newest `keep` complete checkpoints, and stale temporary folders."""
+    """Delete all but the newest `keep` complete checkpoints, and stale temporary folders.
+
+    A checkpoint marked best (a BEST file inside it, or the target of a symlink in
+    checkpoints/) is never deleted: the run keeps the last `keep` plus the best.
+    Call only after a successful save: the temporary folders left are from killed saves.
+    """
     complete = complete_checkpoints(run_dir)
+    protected = protected_checkpoints(run_dir)
     for path in complete[: max(0, len(complete) - keep)]:
-        shutil.rmtree(path, ignore_errors=True)
+        if path.resolve() not in protected:
+            shutil.rmtree(path, ignore_errors=True)
+    root = checkpoint_root(run_dir)
+    for path in root.iterdir() if root.is_dir() else []:
+        if _TMP_DIR.match(path.name):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def protected_checkpoints(run_dir: str | os.PathLike) -> set[Path]:
+    """Checkpoints pruning must keep (resolved paths): marked BEST, or linked from checkpoints/."""
+    root = checkpoint_root(run_dir)
+    if not root.is_dir():
+        return set()
+    kept = set()
+    for path in root.iterdir():
+        marked = _STEP_DIR.match(path.name) and (path / BEST).is_file()
+        if path.is_symlink() or marked:
+            kept.add(path.resolve())
+    return kept
+
+
+def mark_best(run_dir: str | os.PathLike, checkpoint: str | os.PathLike, **info: Any) -> Path:
+    """Mark a complete checkpoint as the run's best (main process only); unmark the previous one.
+
+    `info` (e.g. fid=12.3) is stored in the BEST file. The marker is written before the old one
+    is removed, so a crash in between leaves two protected checkpoints, never none.
+    """
+    checkpoint = Path(checkpoint)
+    if not is_complete(checkpoint):
+        raise ValueError(f"{checkpoint} is not a complete checkpoint; only those can be best")
+    tmp = checkpoint / f".{BEST}.tmp"
+    tmp.write_text(json.dumps(info, sort_keys=True) + "\n")
+    tmp.replace(checkpoint / BEST)
+    for path in complete_checkpoints(run_dir):
+        if path.resolve() != checkpoint.resolve():
+            (path / BEST).unlink(missing_ok=True)
+    return checkpoint
+
+
+def best_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The checkpoint marked best (the newest if a crash left two), or None."""
+    marked = [path for path in complete_checkpoints(run_dir) if (path / BEST).is_file()]
+    return marked[-1] if marked else None
+
+
+def config_differences(
+    saved_yaml: str, current_yaml: str, keys: tuple[str, ...] = RESUME_MUST_MATCH
+) -> list[tuple[str, Any, Any]]:
+    """(key, saved value, current value) for every key under `keys` that differs.
+
+    Keys the saved config does not have (fields added since) are not compared.
+    """
+    saved = _flatten(OmegaConf.to_container(OmegaConf.create(saved_yaml)))
+    current = _flatten(OmegaConf.to_container(OmegaConf.create(current_yaml)))
+    covered = [k for k in sorted(current) if any(k == p or k.startswith(p + ".") for p in keys)]
+    return [(k, saved[k], current[k]) for k in covered if k in saved and saved[k] != current[k]]
+
+
+def check_resume_compatible(checkpoint: str | os.PathLike, current_yaml: str) -> None:
+    """Raise ConfigError, naming the keys that differ, if `checkpoint` was trained with a config
+    whose model or data shape differs from `current_yaml`."""
+    path = Path(checkpoint) / CONFIG_FILE
+    if not path.is_file():
+        return  # written by an older gandist; Accelerate will still refuse mismatched tensors
+    differ = config_differences(path.read_text(), current_yaml)
+    if differ:
+        listed = "; ".join(f"{k}: {old!r} in the checkpoint, {new!r} now" for k, old, new in differ)
+        raise ConfigError(
+            f"cannot resume from {checkpoint}: it was trained with another config ({listed}). "
+            f"These keys must match ({', '.join(RESUME_MUST_MATCH)}); use the checkpoint's "
+            f"values, or start a new run with another output_dir"
+        )
+
+
+def _flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return flat
 
 
 def _fsync_tree(path: Path) -> None:
@@ -134,45 +230,3 @@ def load_generator_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Ten
         path = latest
     payload = torch.load(path / GENERATOR_FILE, map_location="cpu", weights_only=True)
     return payload["generator"], path
-
-
-BEST = "best"
-BEST_METRICS_FILE = "metrics.json"
-
-
-def save_best(
-    run_dir: str | os.PathLike,
-    step: int,
-    generator_state: dict[str, torch.Tensor],
-    config_yaml: str,
-    metrics: dict[str, float],
-) -> Path:
-    """Replace `<run>/best` with this generator and its scores (main process only).
-
-    Written like a checkpoint (temporary folder, COMPLETE marker, rename), so `gandist sample`
-    and `gandist eval` load `run/best` like any checkpoint; training state is not included.
-    """
-    run_dir = Path(run_dir)
-    final, tmp, old = run_dir / BEST, run_dir / f".tmp-{BEST}", run_dir / f".old-{BEST}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    torch.save({"generator": generator_state, "step": step}, tmp / GENERATOR_FILE)
-    (tmp / CONFIG_FILE).write_text(config_yaml)
-    (tmp / BEST_METRICS_FILE).write_text(json.dumps({"step": step, **metrics}, indent=2) + "\n")
-    _fsync_tree(tmp)
-    (tmp / COMPLETE).write_text(f"{step}\n")
-    shutil.rmtree(old, ignore_errors=True)
-    if final.exists():
-        final.rename(old)  # a crash from here to the next rename leaves .old-best readable
-    tmp.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def best_metrics(run_dir: str | os.PathLike) -> dict[str, float] | None:
-    """The scores saved with `<run>/best` (or its previous version after a crash), or None."""
-    for name in (BEST, f".old-{BEST}"):
-        path = Path(run_dir) / name
-        if is_complete(path) and (path / BEST_METRICS_FILE).is_file():
-            return json.loads((path / BEST_METRICS_FILE).read_text())
-    return None

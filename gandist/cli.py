@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 from gandist.config import ConfigError, load_config, to_yaml
+from gandist.preemption import run_forwarding_stop
 
 
 def _free_port() -> int:
@@ -46,7 +46,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "--main_process_port", str(_free_port()),
         "-m", "gandist.train", args.config, *args.overrides,
     ]  # fmt: skip
-    return subprocess.call(command)
+    # TERM/USR1 to this command reach the ranks as a stop file: checkpoint, then exit.
+    return run_forwarding_stop(command)
 
 
 def cmd_config(args: argparse.Namespace) -> int:
@@ -87,6 +88,100 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_tones(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from gandist.data.shards import write_manifest, write_shards
+    from gandist.data.synthetic import TONE_CLASSES, TONE_LENGTH, TONE_RATE_HZ, tone_samples
+
+    if args.num < 1:
+        print("gandist: error: --num must be >= 1", file=sys.stderr)
+        return 2
+    samples = tone_samples(args.num, seed=args.seed, workers=args.workers)
+    progress = tqdm(samples, total=args.num, desc="tones", unit="clip", disable=args.quiet)
+    shards = write_shards(progress, args.out, prefix="tones", max_count=args.shard_size)
+    write_manifest(
+        args.out, shards, kind="audio", dataset="tones", count=args.num, seed=args.seed,
+        sample_rate=TONE_RATE_HZ, length=TONE_LENGTH, classes=list(TONE_CLASSES),
+    )  # fmt: skip
+    print(f"wrote {args.num} tones in {len(shards)} shards to {args.out}")
+    return 0
+
+
+def cmd_data_make(args: argparse.Namespace) -> int:
+    from gandist.data.make import MakeOptions, make_shards
+
+    try:
+        options = MakeOptions(
+            kind=args.kind, size=args.size, fit=args.fit, channels=args.channels,
+            image_format=args.format, sample_rate=args.sample_rate, length=args.length,
+            windows=args.windows,
+        )  # fmt: skip
+        if args.shard_size < 1 or args.shard_mb <= 0:
+            raise ValueError("--shard-size must be >= 1 and --shard-mb > 0")
+        report = make_shards(
+            args.source, args.out, options, prefix=args.prefix, max_count=args.shard_size,
+            max_bytes=int(args.shard_mb * 1024 * 1024), workers=args.workers,
+            progress=not args.quiet,
+        )  # fmt: skip
+    except ValueError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    for path, reason in report.skipped:
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    classes = f", {len(report.classes)} classes" if report.classes else ", no labels"
+    print(
+        f"wrote {report.num_samples} samples from {report.num_files - len(report.skipped)} of "
+        f"{report.num_files} files in {len(report.shards)} shards to {args.out}{classes}; "
+        f"skipped {len(report.skipped)} files"
+    )
+    return 0
+
+
+def cmd_data_verify(args: argparse.Namespace) -> int:
+    from gandist.data.verify import verify_shards
+
+    try:
+        report = verify_shards(args.shards)
+    except ValueError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    for problem in report.problems:
+        print(f"BAD {problem}")
+    print(
+        f"{report.num_shards} shards, {report.num_samples} good samples, "
+        f"{len(report.problems)} problems"
+    )
+    return 1 if report.problems else 0
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from gandist.data.verify import format_report, inspect_shards
+
+    try:
+        report = inspect_shards(args.shards, args.out, num=args.num)
+    except ValueError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    print(format_report(report))
+    if report.num_samples:
+        print(f"contact sheet: {args.out}")
+    return 0
+
+
+def cmd_bench_data(args: argparse.Namespace) -> int:
+    from gandist.bench.data import bench_data
+
+    bench_data(
+        args.shards,
+        workers=args.workers,
+        num_samples=args.samples,
+        batch_size=args.batch_size,
+        rounds=args.rounds,
+    )
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from gandist.sampling import sample_grid
 
@@ -123,7 +218,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     configure_logging()
     try:
-        record, _ = evaluate_checkpoint(args.run, args.overrides, num=args.num)
+        record, _ = evaluate_checkpoint(args.run, args.overrides, num=args.num, best=args.best)
     except (ValueError, ConfigError) as err:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
@@ -194,6 +289,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_data_synth)
+    p = synth_sub.add_parser("tones", help="labelled audio: notes and hits of 8 timbres, 16 kHz")
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--num", type=int, default=8000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=500, help="samples per shard")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_data_tones)
+
+    p = data_sub.add_parser("make", help="turn a folder of images or audio into shards")
+    p.add_argument("--from", dest="source", required=True, type=Path,
+                   help="folder; its sub-folders are classes (labels 0.. in name order)")  # fmt: skip
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--kind", required=True, choices=["image", "audio"])
+    p.add_argument("--size", type=int, default=64, help="images: output side in pixels")
+    p.add_argument("--fit", default="crop", choices=["crop", "pad"],
+                   help="images: centre-crop the resized image, or pad it to a square")  # fmt: skip
+    p.add_argument("--channels", type=int, default=3, choices=[1, 3], help="images: 1 = grayscale")
+    p.add_argument(
+        "--format", default="png", choices=["png", "jpg"], help="images: png is lossless"
+    )
+    p.add_argument("--sample-rate", type=int, default=16000, help="audio: output rate in Hz")
+    p.add_argument("--length", type=int, default=16384, help="audio: samples per clip")
+    p.add_argument("--windows", action="store_true",
+                   help="audio: cut long files into windows of --length instead of one centre crop")  # fmt: skip
+    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard at most")
+    p.add_argument("--shard-mb", type=float, default=256, help="MiB per shard at most")
+    p.add_argument("--prefix", default="shard", help="shard file name prefix")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_data_make)
+
+    p = data_sub.add_parser("verify", help="decode every sample; exit 1 if any is bad")
+    p.add_argument("shards", help="folder, file, brace pattern, pipe: or URL")
+    p.set_defaults(func=cmd_data_verify)
+
+    p = data_sub.add_parser("inspect", help="counts, classes and a contact sheet")
+    p.add_argument("shards", help="folder, file, brace pattern, pipe: or URL")
+    p.add_argument("--out", type=Path, default=Path("contact-sheet.png"))
+    p.add_argument("--num", type=int, default=64, help="samples on the contact sheet")
+    p.set_defaults(func=cmd_data_inspect)
 
     p = sub.add_parser("sample", help="draw a grid of samples from a run or checkpoint")
     p.add_argument("run", help="run directory (newest checkpoint) or a checkpoint folder")
@@ -207,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("eval", help="FID / KID / IS of a run's newest checkpoint or one checkpoint")
-    p.add_argument("run", help="run directory, checkpoint folder, or run/best")
+    p.add_argument("run", help="run directory (its newest checkpoint) or a checkpoint folder")
+    p.add_argument("--best", action="store_true", help="the run's checkpoint marked best by FID")
     p.add_argument("overrides", nargs="*", help="eval.*=value, e.g. eval.weights_path=x.pth")
     p.add_argument(
         "--num", "--num-samples", dest="num", type=int, default=None,
@@ -243,6 +380,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=60, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of each")
     p.set_defaults(func=cmd_bench_train)
+    p = bench_sub.add_parser("data", help="stream samples/s against a plain decode loop")
+    p.add_argument("shards", nargs="+", help="one or more shard specs (images or audio)")
+    p.add_argument("--workers", type=int, nargs="+", default=None,
+                   help="worker counts to time (default 0, 1, 2 and all cores; 0 = in-process)")  # fmt: skip
+    p.add_argument("--samples", type=int, default=2048, help="samples per timed run")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--rounds", type=int, default=3, help="alternating timings; the best counts")
+    p.set_defaults(func=cmd_bench_data)
     p = bench_sub.add_parser("families", help="images/s of every GAN family at its default config")
     p.add_argument("configs", nargs="*", help="config files (default: every family's config)")
     p.add_argument("--steps", type=int, default=3, help="timed steps per config")

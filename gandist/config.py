@@ -15,6 +15,8 @@ from yaml import YAMLError
 
 MixedPrecision = Literal["auto", "fp32", "bf16", "fp16"]
 LRSchedule = Literal["constant", "linear", "cosine"]
+DataKind = Literal["image", "audio"]
+DataMode = Literal["exact", "resampled"]
 
 
 class ConfigError(ValueError):
@@ -29,7 +31,7 @@ def _require(condition: bool, message: str) -> None:
 @dataclass
 class DataConfig:
     shards: str = "data/glyphs"
-    """Training shards: a folder of .tar files, a file, or a brace pattern (`d/train-{000..009}.tar`)."""
+    """Training shards: a folder of .tar files, a file, a brace pattern (`d/train-{000..009}.tar`), `pipe:CMD` or an http(s) URL; `::` joins several."""
     resolution: int = 32
     """Side in pixels the images are resized to if the shards hold another size."""
     channels: int = 3
@@ -38,6 +40,19 @@ class DataConfig:
     """DataLoader worker processes per rank (0 decodes in the training process)."""
     shuffle_buffer: int = 1000
     """Samples held in each worker's shuffle buffer."""
+    kind: DataKind = "image"
+    """What the shards hold: `image` (batches of [B, C, H, W]) or `audio` (batches of [B, 1, L])."""
+    mode: DataMode = "exact"
+    """`exact`: each epoch every shard once, split over ranks and workers (needs >= ranks x workers
+    shards); `resampled`: shards drawn with replacement, `epoch_batches` batches per rank per epoch."""
+    epoch_batches: int = 1000
+    """Resampled mode: batches per rank per epoch (rounded up to a multiple of num_workers)."""
+    sample_rate: int = 16000
+    """Audio: sample rate in Hz the shards were made at; clips at another rate are skipped as bad."""
+    length: int = 16384
+    """Audio: samples per clip; longer clips are centre-cropped, shorter ones zero-padded."""
+    max_bad_fraction: float = 0.05
+    """Training stops (on every rank) once more than this fraction of the samples read was bad."""
 
     def __post_init__(self) -> None:
         _require(self.resolution >= 4, f"data.resolution must be >= 4, got {self.resolution}")
@@ -45,6 +60,15 @@ class DataConfig:
         _require(self.num_workers >= 0, f"data.num_workers must be >= 0, got {self.num_workers}")
         _require(
             self.shuffle_buffer >= 0, f"data.shuffle_buffer must be >= 0, got {self.shuffle_buffer}"
+        )
+        _require(
+            self.epoch_batches >= 1, f"data.epoch_batches must be >= 1, got {self.epoch_batches}"
+        )
+        _require(self.sample_rate >= 1, f"data.sample_rate must be >= 1 Hz, got {self.sample_rate}")
+        _require(self.length >= 16, f"data.length must be >= 16 samples, got {self.length}")
+        _require(
+            0.0 <= self.max_bad_fraction <= 1.0,
+            f"data.max_bad_fraction must be in [0, 1], got {self.max_bad_fraction}",
         )
 
 
@@ -144,6 +168,9 @@ class TrainConfig:
     """Half-life of the generator EMA in images (global, so independent of GPU count); 0: no EMA."""
     augment: str | None = None
     """DiffAugment policy for real and fake images in D: comma list of translation, cutout, color."""
+    stop_check_every: int = 10
+    """Steps between the ranks' check for a stop request (SIGTERM, or the stop file the Slurm
+    script writes on USR1): one all-reduce of a flag; the run checkpoints and exits at that step."""
 
     def __post_init__(self) -> None:
         from gandist.registry import LOSSES
@@ -165,6 +192,10 @@ class TrainConfig:
         from gandist.augment import check_policy
 
         check_policy(self.augment or "", "train.augment")
+        _require(
+            self.stop_check_every >= 1,
+            f"train.stop_check_every must be >= 1, got {self.stop_check_every}",
+        )
 
 
 @dataclass

@@ -11,8 +11,8 @@ import sys
 
 import torch
 
-from gandist.checkpoint import latest_checkpoint
-from gandist.config import Config, ConfigError, load_config
+from gandist.checkpoint import check_resume_compatible, latest_checkpoint, resolve_resume
+from gandist.config import Config, ConfigError, load_config, to_yaml
 from gandist.data.shards import expand_shards
 from gandist.distributed import launched_world_size
 
@@ -43,6 +43,12 @@ def preflight(cfg: Config, world_size: int | None = None) -> None:
             f"{cfg.output_dir} already holds checkpoints: pass resume=latest to continue that run, "
             "or output_dir=... for a new one"
         )
+    try:
+        resume_from = resolve_resume(cfg.resume, cfg.output_dir)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    if resume_from is not None:
+        check_resume_compatible(resume_from, to_yaml(cfg))
 
 
 def configure_logging() -> None:

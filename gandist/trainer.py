@@ -13,10 +13,16 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from gandist import __version__, checkpoint
+from gandist import __version__, checkpoint, preemption
 from gandist.augment import DiffAugment
 from gandist.config import Config, to_dict, to_yaml
-from gandist.data.stream import StreamPosition, build_image_loader, derive_seed
+from gandist.data.stream import (
+    DataHealth,
+    StreamPosition,
+    build_image_loader,
+    check_bad_fraction,
+    derive_seed,
+)
 from gandist.diagnostics import sample_diversity
 from gandist.distributed import assert_ranks_in_sync, build_accelerator, resolve_mixed_precision
 from gandist.ema import GeneratorEMA
@@ -56,6 +62,20 @@ class TrainState:
         self.data_positions = [list(row) for row in state.get("data_positions", [])]
 
 
+def _isolated_from_global_rng(batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Yield from `batches` without letting them draw from the global torch RNG.
+
+    A DataLoader draws its workers' base seed from the global RNG when it starts (on the first
+    batch): that draw would shift the latents of a resumed run against an uninterrupted one.
+    """
+    while True:
+        with torch.random.fork_rng(devices=[]):
+            batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch
+
+
 class Trainer:
     """Trains one GAN described by a Config on every process the launcher started.
 
@@ -80,6 +100,9 @@ class Trainer:
         self.accelerator.register_for_checkpointing(self.state)
         self._batches = batches
         self.stream_position: StreamPosition | None = None
+        self.data_health = DataHealth()
+        self._data_totals, self._data_example = (0, 0), ""  # global (skipped, read) at last log
+        self._last_saved_step = -1
         self._build_algorithm()
         # The same latent batch for every grid, so samples over time show one evolving set.
         self.fixed_latents = torch.randn(
@@ -189,7 +212,7 @@ class Trainer:
             seed=seed,
             position=self.stream_position,
         )
-        return iter(loader)
+        return self.data_health.track(_isolated_from_global_rng(iter(loader)))
 
     def _saved_stream_position(self, num_roles: int) -> StreamPosition | None:
         rows = self.state.data_positions
@@ -463,6 +486,7 @@ class Trainer:
             disable=not (self.is_main and cfg.progress_bar),
             dynamic_ncols=True,
         )
+        stop = preemption.StopRequest.from_env().install()
         while self.state.step < cfg.steps:
             metrics = self.train_step(data)
             for key, value in metrics.items():
@@ -481,14 +505,19 @@ class Trainer:
                 progress.set_postfix(
                     d=f"{logged['train/d_loss']:.3f}", g=f"{logged['train/g_loss']:.3f}"
                 )
+                self._check_data_health()
                 sums, window_steps, window_start = {}, 0, time.perf_counter()
             if step % cfg.sample_every == 0 or last:
                 self.save_samples()
-            if self._maybe_evaluate(last):
-                window_start = time.perf_counter()  # keep evaluation time out of images/s
             if step % cfg.checkpoint_every == 0 or last:
                 self.save_checkpoint()
                 window_start = time.perf_counter()  # keep save time out of images/s
+            if self._maybe_evaluate(last):
+                window_start = time.perf_counter()  # keep evaluation time out of images/s
+            if not last and step % cfg.stop_check_every == 0 and stop.agreed(self.accelerator):
+                self._checkpoint_and_stop(stop)
+                break
+        stop.close()
         progress.close()
         self.accelerator.end_training()
         if self.is_main:
@@ -507,8 +536,40 @@ class Trainer:
         values = {f"train/{k}": v for k, v in zip(keys, means, strict=True)}
         values["train/images_seen"] = self.state.images_seen
         values["perf/images_per_s"] = images_per_s
+        values |= self._data_health_values()
         self.accelerator.log(values, step=self.state.step)
         return values
+
+    def _data_health_values(self) -> dict[str, float]:
+        """`data/skipped` and `data/bad_fraction` summed over ranks (a collective, at log steps).
+
+        Each rank also logs the shard and key of every sample it skipped since the last call.
+        """
+        if self._batches is not None:
+            return {}
+        health = self.data_health
+        local = torch.tensor([health.num_skipped, health.num_read], dtype=torch.float64)
+        reduced = self.accelerator.reduce(local.to(self.device), reduction="sum").tolist()
+        self._data_totals = (int(reduced[0]), int(reduced[1]))
+        self._data_example = ""
+        for url, key, reason in health.drain():
+            self._data_example = self._data_example or f"{url} key={key or '?'}: {reason}"
+            log.warning(
+                "data/skipped: rank %d shard %s key %s: %s",
+                self.accelerator.process_index,
+                url,
+                key or "?",
+                reason,
+            )
+        num_skipped, num_read = self._data_totals
+        return {"data/skipped": num_skipped, "data/bad_fraction": num_skipped / max(1, num_read)}
+
+    def _check_data_health(self) -> None:
+        """Stop on too much bad data, on every rank at the same step (the counts are global)."""
+        num_skipped, num_read = self._data_totals
+        check_bad_fraction(
+            num_skipped, num_read, self.cfg.data.max_bad_fraction, self._data_example
+        )
 
     # ---- evaluation (FID / KID / IS, gandist.metrics) ------------------------------------
 
@@ -527,8 +588,9 @@ class Trainer:
             estimate_s=self.evaluator.estimate_s(self.sampling_generator()),
             start_step=self.state.step,
         )
-        best = checkpoint.best_metrics(self.run_dir)
-        self.best_fid = best["eval/fid"] if best else float("inf")
+        best = checkpoint.best_checkpoint(self.run_dir)
+        best_info = json.loads((best / checkpoint.BEST).read_text()) if best else {}
+        self.best_fid = float(best_info.get("fid", float("inf")))
         self.accelerator.log(
             {
                 "perf/eval_reference_s": self.evaluator.reference_s,
@@ -553,10 +615,8 @@ class Trainer:
         results["perf/eval_share"] = pacer.share()
         if results["eval/fid"] < self.best_fid:
             self.best_fid = results["eval/fid"]
-            if self.cfg.eval.keep_best and self.is_main:
-                checkpoint.save_best(
-                    self.run_dir, step, generator.state_dict(), self.config_yaml, results
-                )
+            if self.cfg.eval.keep_best:
+                self._keep_best(results)
         results["eval/best_fid"] = self.best_fid
         self.accelerator.log(results, step=step)
         if self.is_main:
@@ -566,6 +626,18 @@ class Trainer:
                 " ".join(f"{k.split('/')[1]}={v:.4g}" for k, v in results.items()),
             )
         return True
+
+    def _keep_best(self, results: dict[str, float]) -> None:
+        """Mark this step's checkpoint (saved now unless the loop just did) as the run's best:
+        resumable, kept by pruning, and found by `checkpoint.best_checkpoint`."""
+        step = self.state.step
+        if self._last_saved_step == step:
+            path = checkpoint.checkpoint_root(self.run_dir) / f"step-{step:08d}"
+        else:
+            path = self.save_checkpoint()
+        if self.is_main:
+            info = {k.split("/")[1]: v for k, v in results.items() if k.startswith("eval/")}
+            checkpoint.mark_best(self.run_dir, path, step=step, **info)
 
     def sampling_generator(self) -> torch.nn.Module:
         """The generator used for sample grids, evaluation and export: the EMA when enabled,
@@ -593,7 +665,21 @@ class Trainer:
             )
         return path
 
+    def _checkpoint_and_stop(self, stop: preemption.StopRequest) -> None:
+        """Every rank stops after this step: save (unless this step just did) and acknowledge."""
+        reason = stop.requested_locally() or "asked on another rank"
+        if self._last_saved_step != self.state.step:
+            self.save_checkpoint()
+        if self.is_main:
+            stop.acknowledge(self.state.step)
+            log.warning(
+                "stopped at step %d on request (%s); resume=latest continues from here",
+                self.state.step,
+                reason,
+            )
+
     def save_checkpoint(self) -> Path:
+        self._last_saved_step = self.state.step
         self._gather_stream_positions()
         modules = {"generator": self.generator, "discriminator": self.discriminator}
         if self.ema is not None:
@@ -617,6 +703,7 @@ class Trainer:
             if self.cfg.resume == "latest" and self.is_main:
                 log.info("resume=latest: no checkpoint in %s yet, starting fresh", self.run_dir)
             return
+        checkpoint.check_resume_compatible(path, self.config_yaml)
         self.accelerator.load_state(str(path))
         if self.is_main:
             log.info("resumed from %s at step %d", path, self.state.step)

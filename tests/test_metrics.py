@@ -15,7 +15,7 @@ import webdataset as wds
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from gandist import cli
+from gandist import checkpoint, cli
 from gandist.config import ConfigError, DataConfig, EvalConfig, load_config
 from gandist.data.shards import expand_shards, write_shards
 from gandist.data.synthetic import glyph_samples
@@ -228,19 +228,20 @@ def test_training_evaluates_logs_keeps_best_and_gandist_eval_matches_on_one_and_
             assert math.isfinite(row[key]) and row[key] >= 0, (key, row)
         assert 0 < row["perf/eval_share"] < 1
     best_row = min(evals, key=lambda r: r["eval/fid"])
-    best = json.loads((run_dir / "best" / "metrics.json").read_text())
-    assert best["step"] == best_row["step"] and best["eval/fid"] == best_row["eval/fid"]
-    assert (run_dir / "best" / "COMPLETE").is_file()
+    best_path = checkpoint.best_checkpoint(run_dir)
+    assert best_path is not None and best_path.name == f"step-{best_row['step']:08d}"
+    best = json.loads((best_path / checkpoint.BEST).read_text())
+    assert best["step"] == best_row["step"] and best["fid"] == best_row["eval/fid"]
 
     # The standalone command on 2 ranks and on 1 scores the same samples: the same numbers,
     # which are also the ones logged during training for that generator.
     two = run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "gandist.cli", "eval", str(run_dir / "best"), "--num-samples", "48"],
+         "-m", "gandist.cli", "eval", str(run_dir), "--best", "--num-samples", "48"],
         timeout=180,
     )  # fmt: skip
     on_two = json.loads(two.stdout[two.stdout.index("{") :])
-    assert cli.main(["eval", str(run_dir / "best"), "--num", "48"]) == 0
+    assert cli.main(["eval", str(best_path), "--num", "48"]) == 0
     out = capsys.readouterr().out
     on_one = json.loads(out[out.index("{") :])
     assert on_two["eval/world_size"] == 2 and on_one["eval/world_size"] == 1
@@ -248,7 +249,7 @@ def test_training_evaluates_logs_keeps_best_and_gandist_eval_matches_on_one_and_
     for key in ("eval/fid", "eval/kid", "eval/is"):
         assert on_two[key] == pytest.approx(on_one[key], rel=1e-4)
         assert on_one[key] == pytest.approx(best_row[key], rel=1e-4)
-    recorded = (run_dir / "best" / "eval.jsonl").read_text().splitlines()
+    recorded = (best_path / "eval.jsonl").read_text().splitlines()
     assert len(recorded) == 2 and json.loads(recorded[0])["step"] == best_row["step"]
 
 

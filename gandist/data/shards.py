@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import tarfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -15,18 +17,29 @@ SHARD_SUFFIX = ".tar"
 MANIFEST = "manifest.json"
 
 
-def expand_shards(spec: str) -> list[str]:
-    """Turn `data.shards` into a sorted list of shard URLs.
+REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "file:")
+"""Shard URLs handed to WebDataset's gopen as they are (checked when read, not here)."""
 
-    Accepts a folder (every `*.tar` in it), a single file, a brace pattern
-    (`d/train-{000000..000009}.tar`) or several of these separated by `::`.
-    Raises ValueError when nothing matches, naming the spec.
+
+def is_remote(url: str) -> bool:
+    return url.startswith(REMOTE_PREFIXES)
+
+
+def expand_shards(spec: str) -> list[str]:
+    """Turn `data.shards` into a list of shard URLs.
+
+    Accepts a folder (every `*.tar` in it, sorted), a single file, a brace pattern
+    (`d/train-{000000..000009}.tar`), `pipe:COMMAND` (e.g. `pipe:aws s3 cp s3://b/x.tar -`) and
+    http(s) URLs (braces expand there too), or several of these separated by `::`. Local paths
+    must exist; URLs and pipes are opened when read. Raises ValueError when nothing matches.
     """
     urls: list[str] = []
     for part in spec.split("::"):
         for item in braceexpand.braceexpand(part):
             path = Path(item)
-            if path.is_dir():
+            if is_remote(item):
+                urls.append(item)
+            elif path.is_dir():
                 urls += sorted(str(p) for p in path.glob(f"*{SHARD_SUFFIX}"))
             elif path.is_file():
                 urls.append(str(path))
@@ -56,22 +69,53 @@ def write_shards(
     for old in out.glob(f"{prefix}-*{SHARD_SUFFIX}"):
         old.unlink()
     pattern = str(out / f"{prefix}-%06d{SHARD_SUFFIX}")
-    # A fixed member mtime makes the same samples give byte-identical shards (and checksums).
+    # A fixed member mtime makes the same samples give byte-identical shards (and checksums);
+    # an int, because a float mtime makes tarfile add a PAX header to every member (2x parsing).
     with wds.ShardWriter(
-        pattern, maxcount=max_count, maxsize=max_bytes, verbose=0, mtime=0.0
+        pattern, maxcount=max_count, maxsize=max_bytes, verbose=0, mtime=0
     ) as writer:
         for sample in samples:
             writer.write(sample)
     return sorted(str(p) for p in out.glob(f"{prefix}-*{SHARD_SUFFIX}"))
 
 
+def shard_info(path: str | os.PathLike) -> dict[str, Any]:
+    """Name, size in bytes, sample count and SHA-256 of one local shard."""
+    path = Path(path)
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    with tarfile.open(path) as tar:
+        keys = {m.name.split("/")[-1].split(".", 1)[0] for m in tar.getmembers() if m.isreg()}
+    return {
+        "name": path.name,
+        "bytes": path.stat().st_size,
+        "count": len(keys),
+        "sha256": digest.hexdigest(),
+    }
+
+
 def write_manifest(out_dir: str | os.PathLike, shards: list[str], **info: Any) -> Path:
-    """Write `manifest.json` beside the shards: the given info plus each shard's name and size."""
+    """Write `manifest.json` beside the shards: the given info plus each shard's name, size,
+    sample count and SHA-256 (which `gandist data verify` checks)."""
     out = Path(out_dir)
     manifest = dict(info)
-    manifest["shards"] = [{"name": Path(s).name, "bytes": Path(s).stat().st_size} for s in shards]
+    manifest["shards"] = [shard_info(s) for s in shards]
     path = out / MANIFEST
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(manifest, indent=2) + "\n")
     tmp.replace(path)
     return path
+
+
+def read_manifest(url: str) -> dict[str, Any] | None:
+    """The manifest beside a local shard (or in a local folder), or None."""
+    if is_remote(url):
+        return None
+    path = Path(url)
+    path = path if path.is_dir() else path.parent
+    try:
+        return json.loads((path / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return None

@@ -65,3 +65,86 @@ def glyph_samples(
         return
     with multiprocessing.get_context("spawn").Pool(workers) as pool:
         yield from pool.imap(render, range(num), chunksize=64)
+
+
+# ---- tones: a labelled audio set ---------------------------------------------------------
+
+TONE_CLASSES = ("sine", "organ", "brass", "pluck", "bell", "kick", "snare", "hihat")
+TONE_RATE_HZ = 16000
+TONE_LENGTH = 16384
+
+
+def _envelope(num: int, rate_hz: int, attack_s: float, decay_s: float) -> np.ndarray:
+    """Linear attack then exponential decay, [num]."""
+    t = np.arange(num) / rate_hz
+    attack = np.clip(t / max(attack_s, 1e-4), 0.0, 1.0)
+    return attack * np.exp(-np.maximum(t - attack_s, 0.0) / decay_s)
+
+
+def _harmonics(
+    t: np.ndarray, freq_hz: float, amplitudes: list[float], decay_s: list[float]
+) -> np.ndarray:
+    out = np.zeros_like(t)
+    for n, (amp, decay) in enumerate(zip(amplitudes, decay_s, strict=True), start=1):
+        if n * freq_hz < TONE_RATE_HZ / 2:  # no aliased partials
+            out += amp * np.sin(2 * np.pi * n * freq_hz * t) * np.exp(-t / decay)
+    return out
+
+
+def render_tone(rng: np.random.Generator, label: int, num: int = TONE_LENGTH) -> np.ndarray:
+    """One note or hit of class `TONE_CLASSES[label]`, float32 [num] in [-1, 1], at 16 kHz."""
+    rate = TONE_RATE_HZ
+    onset = int(rng.uniform(0.0, 0.15) * rate)
+    n = num - onset
+    t = np.arange(n) / rate
+    freq = 440.0 * 2 ** ((rng.integers(36, 85) - 69) / 12)  # MIDI notes C2..C6
+    kind = TONE_CLASSES[label]
+    if kind == "sine":
+        wave = np.sin(2 * np.pi * freq * t) * _envelope(n, rate, 0.02, rng.uniform(0.3, 0.8))
+    elif kind == "organ":  # odd harmonics, sustained
+        wave = _harmonics(t, freq, [1, 0, 1 / 3, 0, 1 / 5, 0, 1 / 7], [9.0] * 7)
+        wave *= _envelope(n, rate, 0.01, 2.0)
+    elif kind == "brass":  # all harmonics 1/k, slow attack
+        wave = _harmonics(t, freq, [1 / k for k in range(1, 11)], [1.5] * 10)
+        wave *= _envelope(n, rate, 0.08, 0.8)
+    elif kind == "pluck":  # bright start, upper partials die first
+        amps = [1 / k for k in range(1, 13)]
+        wave = _harmonics(t, freq, amps, [0.6 / k for k in range(1, 13)])
+        wave *= _envelope(n, rate, 0.002, 1.0)
+    elif kind == "bell":  # FM with an inharmonic ratio
+        index = 3.0 * np.exp(-t / 0.5)
+        wave = np.sin(2 * np.pi * freq * t + index * np.sin(2 * np.pi * freq * 1.4 * t))
+        wave *= _envelope(n, rate, 0.002, rng.uniform(0.4, 0.9))
+    elif kind == "kick":  # a sine swept down from ~3x its pitch
+        base = freq / 4
+        sweep = base * (1 + 2 * np.exp(-t / 0.03))
+        wave = np.sin(2 * np.pi * np.cumsum(sweep) / rate) * _envelope(n, rate, 0.001, 0.15)
+    elif kind == "snare":
+        noise = rng.standard_normal(n) * _envelope(n, rate, 0.001, 0.08)
+        tone = np.sin(2 * np.pi * (freq / 2) * t) * _envelope(n, rate, 0.001, 0.05)
+        wave = 0.6 * noise + 0.5 * tone
+    else:  # hihat: noise differenced twice (a crude high-pass), very short
+        noise = np.diff(rng.standard_normal(n + 2), n=2) / 4
+        wave = noise * _envelope(n, rate, 0.0005, rng.uniform(0.02, 0.06))
+    wave = wave / max(float(np.abs(wave).max()), 1e-6) * rng.uniform(0.3, 0.9)
+    return np.concatenate([np.zeros(onset), wave]).astype(np.float32)
+
+
+def tone_sample(index: int, seed: int = 0) -> dict[str, Any]:
+    """The WebDataset sample (`flac` bytes + integer `cls`) at `index`, deterministic from `seed`."""
+    from gandist.data.audio import encode_flac
+
+    rng = np.random.default_rng([seed, index])
+    label = int(rng.integers(len(TONE_CLASSES)))
+    clip = render_tone(rng, label)
+    return {"__key__": f"{index:08d}", "flac": encode_flac(clip, TONE_RATE_HZ), "cls": label}
+
+
+def tone_samples(num: int, seed: int = 0, workers: int = 1) -> Iterator[dict[str, Any]]:
+    """Yield `num` tone samples in index order, rendered by `workers` processes."""
+    render = functools.partial(tone_sample, seed=seed)
+    if workers <= 1:
+        yield from map(render, range(num))
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(render, range(num), chunksize=32)

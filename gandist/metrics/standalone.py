@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from gandist.checkpoint import BEST, CHECKPOINTS, CONFIG_FILE, load_generator_weights
+from gandist.checkpoint import CHECKPOINTS, CONFIG_FILE, best_checkpoint, load_generator_weights
 from gandist.config import Config, load_config
 from gandist.registry import MODELS
 from gandist.tracking import METRICS_FILE
@@ -18,18 +18,20 @@ EVAL_RESULTS_FILE = "eval.jsonl"
 
 
 def run_dir_of(checkpoint: Path) -> Path:
-    """The run directory holding a checkpoint folder (`run/checkpoints/step-N` or `run/best`)."""
+    """The run directory holding a checkpoint folder (`run/checkpoints/step-N`)."""
     if checkpoint.parent.name == CHECKPOINTS:
         return checkpoint.parent.parent
-    if checkpoint.name == BEST:
-        return checkpoint.parent
     return checkpoint
 
 
 def evaluate_checkpoint(
-    run_or_checkpoint: str | os.PathLike, overrides: list[str], num: int | None = None
+    run_or_checkpoint: str | os.PathLike,
+    overrides: list[str],
+    num: int | None = None,
+    best: bool = False,
 ) -> tuple[dict[str, Any], Config]:
-    """Score the newest checkpoint of a run (or one checkpoint folder) on every launched rank.
+    """Score the newest checkpoint of a run (its best with `best`, or one checkpoint folder) on
+    every launched rank.
 
     The config saved with the checkpoint is used, with `eval.*=...` overrides on top (e.g. the
     extractor and its weights). Results are printed and appended (main process) to the
@@ -39,6 +41,11 @@ def evaluate_checkpoint(
     from gandist.metrics.evaluate import Evaluator
     from gandist.metrics.extractors import preflight
 
+    if best:
+        marked = best_checkpoint(run_or_checkpoint)
+        if marked is None:
+            raise ValueError(f"{run_or_checkpoint} has no checkpoint marked best (eval.keep_best)")
+        run_or_checkpoint = marked
     weights, folder = load_generator_weights(run_or_checkpoint)
     cfg = load_config(folder / CONFIG_FILE, overrides)
     preflight(cfg.eval.extractor, cfg.eval.weights_path)

@@ -1,0 +1,132 @@
+"""`gandist bench data`: stream samples/s against a plain one-process read-and-decode loop."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import tarfile
+import time
+from collections.abc import Iterator
+
+from gandist.config import DataConfig
+from gandist.data.audio import load_clip
+from gandist.data.shards import expand_shards, read_manifest
+from gandist.data.stream import (
+    AUDIO_KEYS,
+    IMAGE_KEYS,
+    ImageTransform,
+    build_loader,
+    decode_image,
+)
+
+
+def _members(urls: list[str]) -> Iterator[tuple[str, bytes]]:
+    """(extension, bytes) of every media member, shard after shard, forever (local shards)."""
+    media = set(IMAGE_KEYS) | set(AUDIO_KEYS)
+    for url in itertools.cycle(urls):
+        with tarfile.open(url) as tar:
+            for member in tar:
+                ext = member.name.split(".", 1)[-1].lower() if "." in member.name else ""
+                if member.isreg() and ext in media:
+                    yield ext, tar.extractfile(member).read()
+
+
+def plain_loop(urls: list[str], cfg: DataConfig, num_samples: int) -> float:
+    """Samples/s of the simplest loop that reads the same tar members and decodes them the same
+    way (image -> tensor at the configured size, audio -> [1, L] tensor), in one process."""
+    to_tensor = ImageTransform(cfg.resolution, cfg.channels)
+    members = _members(urls)
+    start = time.perf_counter()
+    for ext, data in itertools.islice(members, num_samples):
+        if ext in IMAGE_KEYS:
+            to_tensor(decode_image(data))
+        else:
+            load_clip(data, cfg.sample_rate, cfg.length)
+    return num_samples / (time.perf_counter() - start)
+
+
+def pipeline_rate(cfg: DataConfig, batch_size: int, num_samples: int) -> float:
+    """Samples/s through the full stream (read, shuffle, decode, transform, batch) once warm.
+
+    The first batch of every worker is not timed: it pays for process start-up and imports.
+    """
+    loader = build_loader(cfg, batch_size=batch_size, rank=0, world_size=1, seed=0)
+    batches = iter(loader)
+    for _ in range(max(1, cfg.num_workers)):
+        next(batches)
+    num_batches = max(1, num_samples // batch_size)
+    start = time.perf_counter()
+    for _ in range(num_batches):
+        next(batches)
+    rate = num_batches * batch_size / (time.perf_counter() - start)
+    del batches, loader  # stop the workers before the next round
+    return rate
+
+
+def data_config(spec: str, num_workers: int) -> DataConfig:
+    """A DataConfig for the shards, with kind, size and rate taken from their manifest."""
+    urls = expand_shards(spec)
+    manifest = read_manifest(urls[0]) or {}
+    kind = manifest.get("kind", "image")
+    return DataConfig(
+        shards=spec,
+        kind=kind,
+        mode="resampled",  # any worker count on any number of shards
+        num_workers=num_workers,
+        shuffle_buffer=256,
+        resolution=int(manifest.get("resolution", 32)),
+        channels=int(manifest.get("channels", 3)),
+        sample_rate=int(manifest.get("sample_rate", 16000)),
+        length=int(manifest.get("length", 16384)),
+    )
+
+
+def bench_data(
+    specs: list[str],
+    workers: list[int] | None = None,
+    num_samples: int = 2048,
+    batch_size: int = 32,
+    rounds: int = 3,
+) -> list[dict[str, float]]:
+    """Print and return samples/s of the stream for each worker count beside the plain loop.
+
+    Each figure is the best of `rounds` alternating timings: on a shared machine other load
+    only ever slows a run down, so the fastest round is the closest to the code's own speed.
+    """
+    workers = workers or sorted({0, 1, 2, os.cpu_count() or 1})  # 0: in the training process
+    rows = []
+    print(
+        f"{'shards':<28} {'kind':<6} {'workers':>7} {'plain/s':>9} {'stream/s':>9} "
+        f"{'stream/plain':>12} {'per worker':>10}"
+    )
+    for spec in specs:
+        urls = expand_shards(spec)
+        base = data_config(spec, 0)
+        for count in workers:
+            # Plain loop and stream alternate, each timed right before the other, so a busy
+            # machine slows both rather than skewing the ratio.
+            cfg = data_config(spec, count)
+            plain, rate = 0.0, 0.0
+            for _ in range(rounds):
+                plain = max(plain, plain_loop(urls, base, num_samples))
+                rate = max(rate, pipeline_rate(cfg, batch_size, num_samples))
+            per_worker = rate / plain / max(1, count)
+            rows.append(
+                {
+                    "kind": cfg.kind,
+                    "workers": count,
+                    "plain": plain,
+                    "stream": rate,
+                    "ratio": rate / plain,
+                }
+            )
+            print(
+                f"{spec[-28:]:<28} {cfg.kind:<6} {count:>7} {plain:>9.0f} {rate:>9.0f} "
+                f"{rate / plain:>12.2f} {per_worker:>10.2f}",
+                flush=True,
+            )
+    print(
+        f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; best of {rounds} rounds; "
+        "'per worker' = stream/plain divided by workers, the goal is >= 0.8 while workers <= cores)"
+    )
+    return rows

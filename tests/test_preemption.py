@@ -1,0 +1,179 @@
+"""Stopping on request outside Slurm (SIGTERM), the agreed stop step, and pruning that keeps the best."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import torch
+
+from gandist import checkpoint
+from gandist.preemption import StopRequest, stop_file_requests_stop
+from tests.conftest import ROOT, subprocess_env, tiny_overrides
+
+STEPS = 200
+
+
+def launch(run_dir: Path, shards: Path, log: Path, *extra: str) -> subprocess.Popen:
+    overrides = tiny_overrides(
+        run_dir, shards,
+        **{"train.steps": STEPS, "train.checkpoint_every": 1000, "train.sample_every": 1000,
+           "train.stop_check_every": 2, "tracking.wandb": False},
+    )  # fmt: skip
+    command = [sys.executable, "-m", "gandist.cli", "train", "configs/dcgan.yaml"]
+    command += ["--num-processes", "2", *overrides, *extra]
+    with log.open("a") as out:
+        return subprocess.Popen(command, cwd=ROOT, env=subprocess_env(), stdout=out, stderr=out)
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    path = run_dir / "metrics.jsonl"
+    return (
+        [json.loads(line)["step"] for line in path.read_text().splitlines()]
+        if path.exists()
+        else []
+    )
+
+
+def wait_until(condition, proc: subprocess.Popen, log: Path, what: str, timeout_s: float = 180):
+    deadline = time.monotonic() + timeout_s
+    while not (found := condition()):
+        assert proc.poll() is None, f"exited before {what}:\n{log.read_text()[-5000:]}"
+        assert time.monotonic() < deadline, f"never {what}:\n{log.read_text()[-5000:]}"
+        time.sleep(0.1)
+    return found
+
+
+def rank_process(proc: subprocess.Popen, rank: int) -> psutil.Process | None:
+    for child in psutil.Process(proc.pid).children(recursive=True):
+        try:
+            if "gandist.train" in child.cmdline() and child.environ().get("RANK") == str(rank):
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def saved_positions(run_dir: Path, step: int) -> list[list[int]]:
+    state = torch.load(
+        run_dir / "checkpoints" / f"step-{step:08d}" / "custom_checkpoint_0.pkl", weights_only=False
+    )
+    return state["data_positions"]
+
+
+def test_sigterm_outside_slurm_checkpoints_at_one_agreed_step_and_exits_cleanly(
+    tmp_path: Path, glyph_shards: Path
+) -> None:
+    run_dir, log = tmp_path / "run", tmp_path / "train.log"
+
+    # SIGTERM to rank 1 alone: rank 0 learns of it through the all-reduce, both save one step.
+    proc = launch(run_dir, glyph_shards, log)
+    try:
+        wait_until(lambda: logged_steps(run_dir), proc, log, "logged")
+        wait_until(lambda: rank_process(proc, 1), proc, log, "showed rank 1").send_signal(
+            signal.SIGTERM
+        )
+        assert proc.wait(timeout=120) == 0, log.read_text()[-5000:]
+    finally:
+        proc.kill()
+    (first,) = checkpoint.complete_checkpoints(run_dir)
+    first_stop = int(first.name.removeprefix("step-"))
+    assert 0 < first_stop < STEPS and first_stop % 2 == 0
+    assert [row[0] for row in saved_positions(run_dir, first_stop)] == [first_stop, first_stop]
+    assert sorted(p.name for p in first.glob("random_states_*.pkl")) == [
+        "random_states_0.pkl", "random_states_1.pkl",
+    ]  # fmt: skip
+    assert "stopped at step" in log.read_text() and "asked on another rank" in log.read_text()
+
+    # SIGTERM to `gandist train` itself: it asks its ranks through their stop file.
+    proc = launch(run_dir, glyph_shards, log, "resume=latest")
+    try:
+        wait_until(lambda: logged_steps(run_dir)[-1] > first_stop + 2, proc, log, "resumed")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 0, log.read_text()[-5000:]
+    finally:
+        proc.kill()
+    second_stop = int(checkpoint.latest_checkpoint(run_dir).name.removeprefix("step-"))
+    assert first_stop < second_stop < STEPS
+    assert logged_steps(run_dir) == list(range(2, second_stop + 1, 2))
+    assert "stop file" in log.read_text()
+
+
+def test_a_second_signal_falls_through_to_the_previous_handler() -> None:
+    calls = []
+    previous = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(signum))
+    stop = StopRequest().install()
+    try:
+        assert stop.requested_locally() is None
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert stop.requested_locally() == "SIGUSR1" and calls == []
+        os.kill(os.getpid(), signal.SIGUSR1)
+        assert calls == [signal.SIGUSR1]
+    finally:
+        stop.close()
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def test_stop_file_asks_until_a_run_acknowledges_it(tmp_path: Path) -> None:
+    path = tmp_path / "stop"
+    assert not stop_file_requests_stop(path)
+    path.touch()  # an empty file (a trap still writing) already asks
+    assert stop_file_requests_stop(path)
+    StopRequest(path).acknowledge(12)
+    assert not stop_file_requests_stop(path)
+    assert path.read_text() == "stopped at step 12\n"
+    with path.open("a") as f:
+        f.write("requested by USR1\n")  # asked again after the answer
+    assert stop_file_requests_stop(path)
+
+
+def fake_checkpoint(run_dir: Path, step: int, complete: bool = True) -> Path:
+    path = run_dir / "checkpoints" / (f"step-{step:08d}" if complete else f".tmp-step-{step:08d}")
+    path.mkdir(parents=True)
+    if complete:
+        (path / checkpoint.COMPLETE).write_text(f"{step}\n")
+    return path
+
+
+def test_pruning_keeps_the_last_k_plus_the_best_and_drops_stale_temporaries(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    paths = {step: fake_checkpoint(run_dir, step) for step in (100, 200, 300, 400, 500)}
+    stale = fake_checkpoint(run_dir, 600, complete=False)
+    checkpoint.mark_best(run_dir, paths[200], fid=31.5)
+    checkpoint.prune_checkpoints(run_dir, keep=2)
+    assert [p.name for p in checkpoint.complete_checkpoints(run_dir)] == [
+        "step-00000200", "step-00000400", "step-00000500",
+    ]  # fmt: skip
+    assert not stale.exists()
+    assert checkpoint.best_checkpoint(run_dir) == paths[200]
+    assert json.loads((paths[200] / checkpoint.BEST).read_text()) == {"fid": 31.5}
+
+    # A new best moves the marker; the old best becomes an ordinary, prunable checkpoint.
+    checkpoint.mark_best(run_dir, paths[400], fid=20.0)
+    newest = fake_checkpoint(run_dir, 700)
+    checkpoint.prune_checkpoints(run_dir, keep=2)
+    assert [p.name for p in checkpoint.complete_checkpoints(run_dir)] == [
+        "step-00000400", "step-00000500", "step-00000700",
+    ]  # fmt: skip
+    checkpoint.prune_checkpoints(run_dir, keep=1)
+    assert checkpoint.complete_checkpoints(run_dir) == [paths[400], newest]
+
+    # The other rule: a checkpoint linked from checkpoints/ (e.g. checkpoints/best) is kept too.
+    (paths[400] / checkpoint.BEST).unlink()
+    (run_dir / "checkpoints" / "best").symlink_to(paths[400].name)
+    fake_checkpoint(run_dir, 800)
+    checkpoint.prune_checkpoints(run_dir, keep=1)
+    assert [p.name for p in checkpoint.complete_checkpoints(run_dir)] == [
+        "step-00000400", "step-00000800",
+    ]  # fmt: skip
+    assert checkpoint.latest_checkpoint(run_dir).name == "step-00000800"
+
+    with pytest.raises(ValueError, match="not a complete checkpoint"):
+        checkpoint.mark_best(run_dir, fake_checkpoint(run_dir, 900, complete=False))
