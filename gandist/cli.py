@@ -210,6 +210,52 @@ def cmd_bench_families(args: argparse.Namespace) -> int:
     return bench_families(args.configs, args.set, args.steps, args.warmup, num)
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    import json
+
+    from gandist.metrics.standalone import evaluate_checkpoint
+    from gandist.train import configure_logging
+
+    configure_logging()
+    try:
+        record, _ = evaluate_checkpoint(args.run, args.overrides, num=args.num, best=args.best)
+    except (ValueError, ConfigError) as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(json.dumps(record, indent=2))
+    return 0
+
+
+def cmd_metrics_train_extractor(args: argparse.Namespace) -> int:
+    from gandist.metrics.domain import train_classifier
+
+    try:
+        report = train_classifier(
+            args.shards, args.out, resolution=args.resolution, channels=args.channels,
+            steps=args.steps, batch_size=args.batch_size, width=args.width, lr=args.lr,
+            max_samples=args.max_samples, seed=args.seed, progress=not args.quiet,
+        )  # fmt: skip
+    except ValueError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    print(
+        f"wrote {args.out}: {report['num_classes']} classes, validation accuracy "
+        f"{report['val_accuracy']:.3f} on {report['num_val']} held-out samples "
+        f"({report['train_s']:.0f} s); use it with eval.extractor=gandist-domain "
+        f"eval.weights_path={args.out}"
+    )
+    return 0
+
+
+def cmd_bench_fid(args: argparse.Namespace) -> int:
+    from gandist.bench.fid import bench_fid
+
+    ranks = [int(r) for r in args.ranks.split(",")]
+    bench_fid(num=args.num, num_real=args.num_real, ranks=ranks, batch_size=args.batch_size)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gandist", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -296,6 +342,36 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 
+    p = sub.add_parser("eval", help="FID / KID / IS of a run's newest checkpoint or one checkpoint")
+    p.add_argument("run", help="run directory (its newest checkpoint) or a checkpoint folder")
+    p.add_argument("--best", action="store_true", help="the run's checkpoint marked best by FID")
+    p.add_argument("overrides", nargs="*", help="eval.*=value, e.g. eval.weights_path=x.pth")
+    p.add_argument(
+        "--num", "--num-samples", dest="num", type=int, default=None,
+        help="generated samples (default eval.num_samples); under torchrun write --num-samples, "
+        "since torchrun reads --num as its own --numa-binding",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_eval)
+
+    metrics = sub.add_parser("metrics", help="feature extractors for FID / KID / IS")
+    metrics_sub = metrics.add_subparsers(dest="metrics_command", required=True)
+    p = metrics_sub.add_parser(
+        "train-extractor",
+        help="train a domain classifier on labelled shards (eval.extractor=gandist-domain)",
+    )
+    p.add_argument("shards", help="labelled shards: a folder, a file or a brace pattern")
+    p.add_argument("--out", required=True, type=Path, help="classifier file, e.g. extractor.pt")
+    p.add_argument("--resolution", type=int, default=32, help="side the images are resized to")
+    p.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    p.add_argument("--steps", type=int, default=200, help="optimizer steps")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--width", type=int, default=8, help="channels of the first conv layer")
+    p.add_argument("--lr", type=float, default=3e-3, help="peak learning rate (one-cycle)")
+    p.add_argument("--max-samples", type=int, default=None, help="read at most this many samples")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_metrics_train_extractor)
+
     bench = sub.add_parser("bench", help="benchmarks that print figures")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True)
     p = bench_sub.add_parser("train", help="Trainer images/s against a plain PyTorch loop")
@@ -319,6 +395,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-processes", default="auto", help="ranks: a number or 'auto'")
     p.add_argument("--set", nargs="*", default=[], help="key=value overrides for every config")
     p.set_defaults(func=cmd_bench_families)
+    p = bench_sub.add_parser(
+        "fid", help="scoring time of our sharded path against torch-fidelity direct (InceptionV3)"
+    )
+    p.add_argument("--num", type=int, default=10000, help="generated samples scored")
+    p.add_argument("--num-real", type=int, default=1000, help="real samples in the reference")
+    p.add_argument("--ranks", default="1,2", help="rank counts to time our path on, e.g. 1,2")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_bench_fid)
     return parser
 
 

@@ -474,6 +474,7 @@ class Trainer:
         cfg = self.cfg.train
         self._resume()
         self._start_tracking()
+        self._build_evaluator()
         data = self._data_iterator()
         # Real images consumed per step (n_critic D steps per step).
         global_batch = self.batch_per_rank * self.accelerator.num_processes * cfg.n_critic
@@ -511,6 +512,8 @@ class Trainer:
             if step % cfg.checkpoint_every == 0 or last:
                 self.save_checkpoint()
                 window_start = time.perf_counter()  # keep save time out of images/s
+            if self._maybe_evaluate(last):
+                window_start = time.perf_counter()  # keep evaluation time out of images/s
             if not last and step % cfg.stop_check_every == 0 and stop.agreed(self.accelerator):
                 self._checkpoint_and_stop(stop)
                 break
@@ -567,6 +570,74 @@ class Trainer:
         check_bad_fraction(
             num_skipped, num_read, self.cfg.data.max_bad_fraction, self._data_example
         )
+
+    # ---- evaluation (FID / KID / IS, gandist.metrics) ------------------------------------
+
+    def _build_evaluator(self) -> None:
+        """Load the extractor and the reference statistics before the first step (eval.every > 0)."""
+        self.evaluator = self.eval_pacer = None
+        if self.cfg.eval.every == 0:
+            return
+        from gandist.metrics.evaluate import EvalPacer, Evaluator
+
+        self.evaluator = Evaluator(self.cfg.eval, self.cfg.data, self.device)
+        self.evaluator.prepare()
+        self.eval_pacer = EvalPacer(
+            self.cfg.eval.every,
+            self.cfg.eval.max_share,
+            estimate_s=self.evaluator.estimate_s(self.sampling_generator()),
+            start_step=self.state.step,
+        )
+        best = checkpoint.best_checkpoint(self.run_dir)
+        best_info = json.loads((best / checkpoint.BEST).read_text()) if best else {}
+        self.best_fid = float(best_info.get("fid", float("inf")))
+        self.accelerator.log(
+            {
+                "perf/eval_reference_s": self.evaluator.reference_s,
+                "eval/reference_cache_hit": int(bool(self.evaluator.cache_hit)),
+                "eval/num_real": self.evaluator.reference.num,
+            },
+            step=self.state.step,
+        )
+
+    def _maybe_evaluate(self, last: bool) -> bool:
+        """Evaluate when due and within eval.max_share of wall time; True when it ran."""
+        pacer, step = self.eval_pacer, self.state.step
+        if pacer is None or not (pacer.due(step) or last):
+            return False
+        if not pacer.decide(step, self.evaluator.ranks):
+            if self.is_main:
+                log.info("evaluation postponed to step %d (eval.max_share)", pacer.next_step)
+            return False
+        generator = self.sampling_generator()
+        results = self.evaluator.evaluate(generator)
+        pacer.record(results["perf/eval_s"])
+        results["perf/eval_share"] = pacer.share()
+        if results["eval/fid"] < self.best_fid:
+            self.best_fid = results["eval/fid"]
+            if self.cfg.eval.keep_best:
+                self._keep_best(results)
+        results["eval/best_fid"] = self.best_fid
+        self.accelerator.log(results, step=step)
+        if self.is_main:
+            log.info(
+                "step %d: %s",
+                step,
+                " ".join(f"{k.split('/')[1]}={v:.4g}" for k, v in results.items()),
+            )
+        return True
+
+    def _keep_best(self, results: dict[str, float]) -> None:
+        """Mark this step's checkpoint (saved now unless the loop just did) as the run's best:
+        resumable, kept by pruning, and found by `checkpoint.best_checkpoint`."""
+        step = self.state.step
+        if self._last_saved_step == step:
+            path = checkpoint.checkpoint_root(self.run_dir) / f"step-{step:08d}"
+        else:
+            path = self.save_checkpoint()
+        if self.is_main:
+            info = {k.split("/")[1]: v for k, v in results.items() if k.startswith("eval/")}
+            checkpoint.mark_best(self.run_dir, path, step=step, **info)
 
     def sampling_generator(self) -> torch.nn.Module:
         """The generator used for sample grids, evaluation and export: the EMA when enabled,

@@ -1,0 +1,193 @@
+"""Feature extractors: torch-fidelity's InceptionV3 with local weights, and our domain classifier."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+from pathlib import Path
+from unittest import mock
+
+import torch
+from torch import nn
+
+INCEPTION = "inception-v3-compat"
+DOMAIN = "gandist-domain"
+# Names accepted without importing torch-fidelity (config validation stays fast).
+_KNOWN = (INCEPTION, DOMAIN)
+_DOWNLOAD_TIMEOUT_S = 30
+
+
+def _config_error(message: str) -> Exception:
+    from gandist.config import ConfigError
+
+    return ConfigError(message)
+
+
+def registered_extractors() -> list[str]:
+    """Every feature extractor torch-fidelity knows, ours included."""
+    register_domain_extractor()
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    return sorted(FEATURE_EXTRACTORS_REGISTRY)
+
+
+def check_extractor_name(name: str, weights_path: str | None) -> None:
+    """Raise ConfigError for an unknown extractor, or a domain extractor without its file."""
+    if name not in _KNOWN and name not in registered_extractors():
+        raise _config_error(
+            f"unknown eval.extractor {name!r}; choose from [{', '.join(registered_extractors())}]"
+        )
+    if name == DOMAIN and not weights_path:
+        raise _config_error(
+            f"eval.extractor={DOMAIN} needs eval.weights_path=extractor.pt, made by "
+            "`gandist metrics train-extractor SHARDS --out extractor.pt`"
+        )
+
+
+def register_domain_extractor() -> None:
+    """Register `gandist-domain` with torch-fidelity (once per process), so its
+    `calculate_metrics(feature_extractor="gandist-domain", ...)` works as for its own extractors."""
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY, register_feature_extractor
+
+    from gandist.metrics.domain import FeatureExtractorDomain
+
+    if DOMAIN not in FEATURE_EXTRACTORS_REGISTRY:
+        register_feature_extractor(DOMAIN, FeatureExtractorDomain)
+
+
+def metric_layers(name: str) -> dict[str, str]:
+    """Feature layer per metric ({"fid", "kid"} and "isc" when the extractor gives logits)."""
+    register_domain_extractor()
+    from torch_fidelity.registry import FEATURE_EXTRACTORS_REGISTRY
+
+    cls = FEATURE_EXTRACTORS_REGISTRY[name]
+    layers = {m: cls.get_default_feature_layer_for_metric(m) for m in ("fid", "kid")}
+    try:
+        isc = cls.get_default_feature_layer_for_metric("isc")
+    except (KeyError, NotImplementedError):
+        isc = None
+    if isc is not None and "logits" in isc:  # IS is defined on class probabilities only
+        layers["isc"] = isc
+    return layers
+
+
+def create_extractor(
+    name: str, layers: list[str], weights_path: str | None, device: torch.device
+) -> nn.Module:
+    """torch-fidelity's own extractor (its `create_feature_extractor`), on `device`, in eval mode."""
+    register_domain_extractor()
+    from torch_fidelity.utils import create_feature_extractor
+
+    extractor = create_feature_extractor(
+        name,
+        sorted(set(layers)),
+        cuda=False,
+        feature_extractor_weights_path=weights_path,
+        verbose=False,
+    )
+    return extractor.to(device)
+
+
+def inception_url() -> str:
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    return URL_INCEPTION_V3
+
+
+def inception_hub_path() -> Path:
+    """Where torch-fidelity (through torch.hub) looks for downloaded InceptionV3 weights."""
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(inception_url())
+
+
+def missing_inception_message(reason: str) -> str:
+    url, name, hub = inception_url(), os.path.basename(inception_url()), inception_hub_path()
+    return (
+        f"eval.extractor={INCEPTION} needs the InceptionV3 weights, which are not here and could "
+        f"not be downloaded ({reason}). On a machine with internet access run\n"
+        f"    curl -L -o {name} {url}\n"
+        f"then copy {name} to this machine and either put it at\n"
+        f"    {hub}\n"
+        f"or pass eval.weights_path=/path/to/{name}. "
+        f"(Or set eval.extractor={DOMAIN} with a classifier from `gandist metrics train-extractor`, "
+        "or eval.every=0 to train without evaluation.)"
+    )
+
+
+def resolve_weights(name: str, weights_path: str | None, download: bool = True) -> str | None:
+    """The weights file to load for extractor `name`, fetched now if it must be; raises ConfigError.
+
+    Called before training starts, so a cluster without internet fails in seconds with a
+    message saying how to fetch the file, instead of at the first evaluation hours later.
+    """
+    if weights_path:
+        if not Path(weights_path).is_file():
+            raise _config_error(f"eval.weights_path={weights_path!r} is not a file")
+        return str(weights_path)
+    if name != INCEPTION:
+        return None  # other torch-fidelity extractors fetch their own weights
+    path = inception_hub_path()
+    if path.is_file():
+        return str(path)
+    if not download:
+        raise _config_error(missing_inception_message("downloads are off"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)  # a firewalled cluster must not hang here
+    try:
+        torch.hub.download_url_to_file(inception_url(), str(path), progress=False)
+    except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
+        raise _config_error(missing_inception_message(f"{type(err).__name__}: {err}")) from None
+    finally:
+        socket.setdefaulttimeout(previous)
+    return str(path)
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file (weights identify the feature space in the reference cache key)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_random_inception_weights(path: str | os.PathLike, seed: int = 0) -> Path:
+    """Save torch-fidelity's InceptionV3 with random weights as a state dict.
+
+    Real weights cannot be fetched offline; random ones run exactly the same compute, so tests
+    and benchmarks use them (their FID values mean nothing, their costs and equalities do).
+    """
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+
+    torch.manual_seed(seed)
+    # Build the network without loading anything: its constructor would download the weights.
+    with (
+        mock.patch(
+            "torch_fidelity.feature_extractor_inceptionv3.load_state_dict_from_url",
+            lambda *a, **k: {},
+        ),
+        mock.patch.object(FeatureExtractorInceptionV3, "load_state_dict", lambda self, state: None),
+    ):
+        model = FeatureExtractorInceptionV3(INCEPTION, ["2048"])
+    # He-normal convolutions keep activations at unit scale through the ~20 BasicConv2d layers
+    # (PyTorch's default init shrinks them to ~1e-8, where every distance is rounding noise).
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d):
+            nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), path)
+    return path
+
+
+def preflight(extractor: str, weights_path: str | None) -> None:
+    """Before training starts: the extractor's weights are here (or fetched) and loadable."""
+    path = resolve_weights(extractor, weights_path)
+    if extractor == DOMAIN:
+        from gandist.metrics.domain import load_classifier
+
+        try:
+            load_classifier(path)
+        except (ValueError, RuntimeError, KeyError) as err:
+            raise _config_error(f"eval.weights_path: {err}") from None

@@ -1,0 +1,66 @@
+"""Run under torchrun with 2 gloo ranks: sharded scores, then a second Evaluator that must hit the cache.
+
+Usage: metrics_two_ranks.py SHARDS EXTRACTOR CACHE_DIR OUT_JSON NUM_FAKE NUM_REAL
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import torch
+import torch.distributed as dist
+
+from gandist.config import DataConfig, EvalConfig, ModelConfig
+from gandist.metrics.evaluate import Evaluator
+from gandist.registry import MODELS
+
+TINY_MODEL = ModelConfig(name="dcgan", latent_dim=16, g_width=8, d_width=8)
+
+
+def tiny_generator() -> torch.nn.Module:
+    torch.manual_seed(0)
+    generator, _ = MODELS.get("dcgan")(TINY_MODEL, 32, 3)
+    return generator
+
+
+def eval_config(extractor: str, cache_dir: str, num_fake: int, num_real: int) -> EvalConfig:
+    return EvalConfig(
+        extractor="gandist-domain",
+        weights_path=extractor,
+        num_samples=num_fake,
+        num_real=num_real,
+        batch_size=16,
+        kid_subsets=20,
+        kid_subset_size=40,
+        isc_splits=4,
+        cache_dir=cache_dir,
+    )
+
+
+def main() -> None:
+    shards, extractor, cache_dir, out = sys.argv[1:5]
+    num_fake, num_real = int(sys.argv[5]), int(sys.argv[6])
+    dist.init_process_group("gloo")
+    cfg = eval_config(extractor, cache_dir, num_fake, num_real)
+    data = DataConfig(shards=shards, resolution=32, channels=3)
+    first = Evaluator(cfg, data)
+    results = first.evaluate(tiny_generator())
+    second = Evaluator(cfg, data)
+    second.prepare()
+    report = {
+        "world": dist.get_world_size(),
+        "results": results,
+        "first_hit": first.cache_hit,
+        "second_hit_per_rank": first.ranks.all_gather_object(second.cache_hit),
+        "num_real": first.reference.num,
+        "results_per_rank": first.ranks.all_gather_object(results["eval/fid"]),
+    }
+    if dist.get_rank() == 0:
+        with open(out, "w") as f:
+            json.dump(report, f)
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,333 @@
+"""FID / KID / IS: sharded scores equal torch-fidelity's, reference cache, extractors, eval in training."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import webdataset as wds
+from torch.utils.data import Dataset
+from torchvision.transforms.functional import pil_to_tensor
+
+from gandist import checkpoint, cli
+from gandist.config import ConfigError, DataConfig, EvalConfig, load_config
+from gandist.data.shards import expand_shards, write_shards
+from gandist.data.synthetic import glyph_samples
+from gandist.metrics import sharded
+from gandist.metrics.domain import ImageClassifier, load_classifier, save_classifier
+from gandist.metrics.evaluate import EvalPacer, Evaluator
+from gandist.metrics.extractors import (
+    DOMAIN,
+    INCEPTION,
+    register_domain_extractor,
+    resolve_weights,
+)
+from gandist.metrics.sharded import Ranks, evaluation_latents, to_extractor_input
+from gandist.sampling import generate
+from tests.conftest import run, tiny_overrides
+from tests.scripts.metrics_two_ranks import eval_config, tiny_generator
+
+SCRIPT = Path(__file__).parent / "scripts" / "metrics_two_ranks.py"
+
+
+@pytest.fixture(scope="module")
+def random_extractor(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained (random-weights) domain classifier: a small registered torch-fidelity extractor."""
+    torch.manual_seed(3)
+    model = ImageClassifier(channels=3, resolution=32, num_classes=10, width=8)
+    for module in model.modules():  # unit-scale activations, so distances are not rounding noise
+        if isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    return save_classifier(model, tmp_path_factory.mktemp("extractor") / "extractor.pt")
+
+
+@pytest.fixture(scope="module")
+def trained_extractor(tmp_path_factory: pytest.TempPathFactory, glyph_shards: Path) -> Path:
+    """A glyph classifier trained by the CLI for a few seconds."""
+    out = tmp_path_factory.mktemp("trained") / "extractor.pt"
+    assert cli.main(
+        ["metrics", "train-extractor", str(glyph_shards), "--out", str(out), "--steps", "100",
+         "--width", "8", "--batch-size", "32", "--lr", "5e-3", "--quiet"]
+    ) == 0  # fmt: skip
+    return out
+
+
+class Uint8Images(Dataset):
+    """torch-fidelity's input: a Dataset of uint8 [3, H, W] tensors."""
+
+    def __init__(self, images: torch.Tensor) -> None:
+        self.images = images
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        return self.images[index]
+
+
+@functools.cache
+def first_real_images(shards: Path, num: int) -> torch.Tensor:
+    """The first `num` images of the sorted shards, decoded by WebDataset alone: uint8 [N, 3, 32, 32]."""
+    dataset = wds.WebDataset(expand_shards(str(shards)), shardshuffle=False).decode("pil")
+    images = [
+        pil_to_tensor(sample["png"].convert("RGB")) for sample in itertools.islice(dataset, num)
+    ]
+    return torch.stack(images)
+
+
+def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
+    tmp_path: Path, glyph_shards: Path, random_extractor: Path
+) -> None:
+    from torch_fidelity import calculate_metrics
+
+    register_domain_extractor()  # what a user does before torch-fidelity's own calls
+    num_fake, num_real = 101, 150  # odd: the ranks hold 51 and 50 samples
+    out = tmp_path / "two_ranks.json"
+    cache = tmp_path / "cache"
+    run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         str(SCRIPT), str(glyph_shards), str(random_extractor), str(cache), str(out),
+         str(num_fake), str(num_real)],
+        timeout=180,
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert report["world"] == 2 and report["num_real"] == num_real
+    assert report["first_hit"] is False and report["second_hit_per_rank"] == [True, True]
+    assert len(list(cache.glob("reference-*.pt"))) == 1
+
+    # torch-fidelity alone, in this one process, on the same generated and real samples.
+    cfg = eval_config(str(random_extractor), str(cache), num_fake, num_real)
+    generator = tiny_generator().eval()
+    latents, _ = evaluation_latents(num_fake, 16, 0, cfg.seed)
+    with torch.no_grad():
+        fakes = to_extractor_input(generate(generator, latents))
+    expected = calculate_metrics(
+        input1=Uint8Images(fakes),
+        input2=Uint8Images(first_real_images(glyph_shards, num_real)),
+        cuda=False, fid=True, kid=True, isc=True, verbose=False, cache=False, save_cpu_ram=True,
+        feature_extractor=DOMAIN, feature_extractor_weights_path=str(random_extractor),
+        batch_size=cfg.batch_size, kid_subsets=cfg.kid_subsets,
+        kid_subset_size=cfg.kid_subset_size, isc_splits=cfg.isc_splits,
+    )  # fmt: skip
+    ours = report["results"]
+    assert ours["eval/num_samples"] == num_fake
+    assert ours["eval/fid"] == pytest.approx(expected["frechet_inception_distance"], rel=1e-4)
+    assert ours["eval/kid"] == pytest.approx(expected["kernel_inception_distance_mean"], rel=1e-4)
+    assert ours["eval/kid_std"] == pytest.approx(
+        expected["kernel_inception_distance_std"], rel=1e-4
+    )
+    assert ours["eval/is"] == pytest.approx(expected["inception_score_mean"], rel=1e-4)
+    assert ours["eval/fid"] > 0 and ours["eval/kid"] > 0
+
+
+def halves_fids(
+    shards: Path, extractor: Path, noise_stds: list[float]
+) -> tuple[list[float], float]:
+    """FID between the even and the odd real samples, the odd ones degraded by Gaussian noise of
+    each std (in units of the full pixel range); and FID against pure-noise images."""
+    from gandist.metrics.extractors import create_extractor, metric_layers
+
+    images = first_real_images(shards, 256)
+    layers = metric_layers(DOMAIN)
+    model = create_extractor(DOMAIN, list(layers.values()), str(extractor), torch.device("cpu"))
+    ranks = Ranks(0, 1, torch.device("cpu"))
+    real = sharded.extract(model, images[0::2].split(32), ranks.device)
+    reference = sharded.Reference(
+        sharded.fid_features_to_statistics(real[layers["fid"]]), real[layers["kid"]], 128, {}
+    )
+
+    def fid(candidates: torch.Tensor) -> float:
+        fake = sharded.extract(model, candidates.split(32), ranks.device)
+        options = sharded.ScoreOptions(kid_subset_size=64)
+        return sharded.score(fake, reference, layers, ranks, options)["eval/fid"]
+
+    rng = torch.Generator().manual_seed(0)
+    odd = images[1::2].float()
+    fids = []
+    for std in noise_stds:
+        noisy = odd + std * 255 * torch.randn(odd.shape, generator=rng)
+        fids.append(fid(noisy.round().clamp(0, 255).to(torch.uint8)))
+    pure_noise = torch.randint(0, 256, odd.shape, generator=rng, dtype=torch.uint8)
+    return fids, fid(pure_noise)
+
+
+def test_fid_between_real_halves_is_near_zero_and_grows_with_noise(
+    glyph_shards: Path, trained_extractor: Path
+) -> None:
+    fids, noise_fid = halves_fids(glyph_shards, trained_extractor, [0.0, 0.05, 0.1, 0.2, 0.4])
+    assert all(math.isfinite(f) for f in fids)
+    assert fids == sorted(fids) and fids[-1] > 2 * fids[0], fids
+    # Near 0 on the scale of a useless generator (128 samples a side leave a small bias).
+    assert fids[0] < 0.1 * noise_fid, (fids, noise_fid)
+
+
+def test_reference_cache_is_reused_and_invalidated_by_changed_shards(
+    tmp_path: Path, random_extractor: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    shards = tmp_path / "shards"
+    write_shards(glyph_samples(64, size=32, seed=5), shards, "glyphs", max_count=32)
+    cfg = EvalConfig(
+        extractor=DOMAIN, weights_path=str(random_extractor), num_real=48, batch_size=16,
+        cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    data = DataConfig(shards=str(shards), resolution=32)
+    first = Evaluator(cfg, data)
+    first.prepare()
+    assert first.cache_hit is False and first.reference.num == 48
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("reference features recomputed despite a cached entry")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(sharded, "real_features", no_recompute)
+        patch.setattr("gandist.metrics.evaluate.real_features", no_recompute)
+        second = Evaluator(cfg, data)
+        second.prepare()
+    assert second.cache_hit is True
+    assert torch.equal(second.reference.kid_features, first.reference.kid_features)
+
+    # New shard contents (same names): the cache key changes and the statistics are recomputed.
+    write_shards(glyph_samples(64, size=32, seed=6), shards, "glyphs", max_count=32)
+    third = Evaluator(cfg, data)
+    third.prepare()
+    assert third.cache_hit is False
+    assert not torch.equal(third.reference.kid_features, first.reference.kid_features)
+    assert len(list((tmp_path / "cache").glob("reference-*.pt"))) == 2
+
+
+def test_training_evaluates_logs_keeps_best_and_gandist_eval_matches_on_one_and_two_ranks(
+    tmp_path: Path, glyph_shards: Path, random_extractor: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(
+        run_dir, glyph_shards,
+        **{
+            "tracking.wandb": False, "eval.every": 2, "eval.num_samples": 48, "eval.num_real": 64,
+            "eval.batch_size": 16, "eval.extractor": DOMAIN, "eval.weights_path": random_extractor,
+            "eval.cache_dir": tmp_path / "cache", "eval.kid_subset_size": 32,
+            "eval.kid_subsets": 10, "eval.max_share": 1.0,
+        },
+    )  # fmt: skip
+    config = _write_empty_config(tmp_path)
+    run(
+        [sys.executable, "-m", "gandist.cli", "train", str(config), "--num-processes", "2",
+         *overrides],
+        timeout=240,
+    )  # fmt: skip
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in rows if "eval/fid" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    for row in evals:
+        for key in ("eval/fid", "eval/kid", "eval/is", "perf/eval_s", "perf/eval_share"):
+            assert math.isfinite(row[key]) and row[key] >= 0, (key, row)
+        assert 0 < row["perf/eval_share"] < 1
+    best_row = min(evals, key=lambda r: r["eval/fid"])
+    best_path = checkpoint.best_checkpoint(run_dir)
+    assert best_path is not None and best_path.name == f"step-{best_row['step']:08d}"
+    best = json.loads((best_path / checkpoint.BEST).read_text())
+    assert best["step"] == best_row["step"] and best["fid"] == best_row["eval/fid"]
+
+    # The standalone command on 2 ranks and on 1 scores the same samples: the same numbers,
+    # which are also the ones logged during training for that generator.
+    two = run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "gandist.cli", "eval", str(run_dir), "--best", "--num-samples", "48"],
+        timeout=180,
+    )  # fmt: skip
+    on_two = json.loads(two.stdout[two.stdout.index("{") :])
+    assert cli.main(["eval", str(best_path), "--num", "48"]) == 0
+    out = capsys.readouterr().out
+    on_one = json.loads(out[out.index("{") :])
+    assert on_two["eval/world_size"] == 2 and on_one["eval/world_size"] == 1
+    assert on_one["eval/reference_cache_hit"] == 1
+    for key in ("eval/fid", "eval/kid", "eval/is"):
+        assert on_two[key] == pytest.approx(on_one[key], rel=1e-4)
+        assert on_one[key] == pytest.approx(best_row[key], rel=1e-4)
+    recorded = (best_path / "eval.jsonl").read_text().splitlines()
+    assert len(recorded) == 2 and json.loads(recorded[0])["step"] == best_row["step"]
+
+
+def test_missing_inception_weights_stop_training_before_it_starts(
+    tmp_path: Path,
+    glyph_shards: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))  # an empty hub: no weights
+    with pytest.raises(ConfigError) as err:
+        resolve_weights(INCEPTION, None)
+    message = str(err.value)
+    assert "curl -L -o weights-inception-2015-12-05-6726825d.pth https://" in message
+    assert str(tmp_path / "torch_home" / "hub" / "checkpoints") in message
+    assert "eval.weights_path=" in message
+
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(run_dir, glyph_shards, **{"eval.every": 2})
+    code = cli.main(["train", str(_write_empty_config(tmp_path)), *overrides])
+    assert code == 2
+    assert "InceptionV3 weights" in capsys.readouterr().err
+    assert not run_dir.exists()
+
+
+def _write_empty_config(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.yaml"
+    path.write_text("{}\n")
+    return path
+
+
+def test_local_weights_path_is_used_and_a_bad_one_is_named(tmp_path: Path) -> None:
+    weights = tmp_path / "inception.pth"
+    weights.write_bytes(b"x")
+    assert resolve_weights(INCEPTION, str(weights)) == str(weights)
+    with pytest.raises(ConfigError, match="eval.weights_path='/nope.pth' is not a file"):
+        resolve_weights(INCEPTION, "/nope.pth")
+
+
+def test_eval_config_errors_name_the_key_and_the_choices() -> None:
+    with pytest.raises(
+        ConfigError, match=r"unknown eval.extractor 'inceptoin'.*inception-v3-compat"
+    ):
+        load_config(None, ["eval.extractor=inceptoin"])
+    with pytest.raises(ConfigError, match="gandist-domain needs eval.weights_path"):
+        load_config(None, [f"eval.extractor={DOMAIN}"])
+    with pytest.raises(ConfigError, match="eval.max_share must be in"):
+        load_config(None, ["eval.max_share=0"])
+    assert load_config(None, []).eval.every == 0  # evaluation is opt-in
+
+
+def test_train_extractor_learns_the_glyph_classes_and_registers_with_torch_fidelity(
+    glyph_shards: Path, trained_extractor: Path
+) -> None:
+    model, info = load_classifier(trained_extractor)
+    assert info["num_classes"] == 10 and info["num_val"] == 26
+    assert info["val_accuracy"] > 0.3  # 10 classes: chance is 0.1
+
+    from torch_fidelity import calculate_metrics
+
+    register_domain_extractor()
+    images = first_real_images(glyph_shards, 64)
+    metrics = calculate_metrics(
+        input1=Uint8Images(images), cuda=False, isc=True, verbose=False, cache=False,
+        save_cpu_ram=True, feature_extractor=DOMAIN, feature_extractor_weights_path=str(trained_extractor),
+        isc_splits=2,
+    )  # fmt: skip
+    assert metrics["inception_score_mean"] > 1.5  # confident, varied class predictions
+
+
+def test_pacer_postpones_an_evaluation_that_would_exceed_its_share() -> None:
+    ranks = Ranks(0, 1, torch.device("cpu"))
+    pacer = EvalPacer(every=10, max_share=0.1, estimate_s=0.0)
+    assert not pacer.due(9) and pacer.due(10)
+    assert pacer.decide(10, ranks) and pacer.next_step == 20
+    pacer.start -= 10.0  # 10 s of training so far ...
+    pacer.record(5.0)  # ... and one evaluation that took 5 s: 50% > 10%
+    assert not pacer.decide(20, ranks)
+    assert pacer.next_step > 20
+    pacer.start -= 1000.0
+    assert pacer.decide(pacer.next_step, ranks)
