@@ -12,6 +12,11 @@ gandist=".venv/bin/gandist"
 if [ ! -f data/glyphs/manifest.json ]; then
   "$gandist" data synth glyphs --out data/glyphs --num 20000 --size 32
 fi
+# FID/KID/IS in the feature space of a small glyph classifier (InceptionV3 weights can't be
+# downloaded offline, and don't suit 32 px grayscale digits).
+if [ ! -f data/glyph-extractor.pt ]; then
+  "$gandist" metrics train-extractor data/glyphs --out data/glyph-extractor.pt --channels 1 --max-samples 5000
+fi
 
 run_dir="runs/demo-$(date +%Y%m%d-%H%M%S)"
 echo "gandist demo: training configs/demo.yaml into $run_dir"
@@ -22,8 +27,9 @@ cat <<MSG
 
 gandist demo finished. Outputs in $run_dir/:
   samples/        sample grids from a fixed latent batch; newest: $latest_grid
-  metrics.jsonl   losses, D(real), D(fake), images/s per log step
+  metrics.jsonl   losses, D(real), D(fake), images/s per log step; eval/fid, eval/kid, eval/is
   checkpoints/    resumable training state (add resume=latest to continue)
   wandb/          the offline wandb run; upload it with: .venv/bin/wandb sync $run_dir/wandb/offline-run-*
 Draw new samples:   .venv/bin/gandist sample $run_dir --num 64 --out grid.png
+Score the best one: .venv/bin/gandist eval $run_dir --best
 MSG
