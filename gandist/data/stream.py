@@ -332,10 +332,39 @@ class ImageTransform:
         self.mode = "L" if channels == 1 else "RGB"
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
+        return to_unit_range(self.to_uint8(image))
+
+    def to_uint8(self, image: Image.Image) -> torch.Tensor:
+        """PIL image -> uint8 tensor [C, H, W], converted and resized but not yet scaled.
+
+        The stream collates these and scales whole batches (`to_unit_range`): the same values
+        as `__call__`, for one tensor op per batch instead of three per sample.
+        """
         image = image.convert(self.mode)
         if image.size != (self.resolution, self.resolution):
             image = TF.center_crop(TF.resize(image, self.resolution), self.resolution)
-        return TF.pil_to_tensor(image).float().div_(127.5).sub_(1.0)
+        return TF.pil_to_tensor(image)
+
+
+def to_unit_range(pixels: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """uint8 pixels (any shape) -> float32 in [-1, 1], bit for bit what `x.float() / 127.5 - 1` gives."""
+    out = torch.empty(pixels.shape, dtype=torch.float32) if out is None else out
+    return out.copy_(pixels).div_(127.5).sub_(1.0)
+
+
+def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """An empty tensor for a batch; in a DataLoader worker, in shared memory from the start.
+
+    A worker's batch crosses to the training process through shared memory: filling it there
+    directly saves the copy pickling would otherwise make (as torch's own `default_collate` does).
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    numel = 1
+    for size in shape:
+        numel *= size
+    storage = torch.UntypedStorage._new_shared(numel * dtype.itemsize)
+    return torch.tensor([], dtype=dtype).set_(storage).view(shape)
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -400,10 +429,17 @@ class ToExample:
 
 
 def collate_examples(examples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Examples -> one batch; uint8 images (`ImageTransform.to_uint8`) are scaled to [-1, 1] here."""
     last = examples[-1]  # a batch comes from one worker role; its last sample marks the position
     kind = "image" if "image" in last else "audio"
+    values = [e[kind] for e in examples]
+    shape = (len(values), *values[0].shape)
+    if values[0].dtype == torch.uint8:
+        data = to_unit_range(torch.stack(values), out=_batch_tensor(shape, torch.float32))
+    else:
+        data = torch.stack(values, out=_batch_tensor(shape, values[0].dtype))
     return {
-        kind: torch.stack([e[kind] for e in examples]),  # [B, C, H, W] or [B, 1, L]
+        kind: data,  # [B, C, H, W] or [B, 1, L], float in [-1, 1]
         "label": torch.tensor([e["label"] for e in examples]),  # [B]
         "key": [e["key"] for e in examples],
         "url": [e["url"] for e in examples],
@@ -485,7 +521,7 @@ def image_pipeline(
     return stream_pipeline(
         urls,
         kind="image",
-        transform=ImageTransform(resolution, channels),
+        transform=ImageTransform(resolution, channels).to_uint8,
         batch_size=batch_size,
         rank=rank,
         world_size=world_size,
@@ -527,7 +563,10 @@ def build_loader(
     if cfg.mode == "exact":
         check_enough_shards(len(urls), world_size, cfg.num_workers)
     if cfg.kind == "image":
-        transform: Callable[[Any], torch.Tensor] = ImageTransform(cfg.resolution, cfg.channels)
+        # uint8 per sample, scaled per batch in `collate_examples`
+        transform: Callable[[Any], torch.Tensor] = ImageTransform(
+            cfg.resolution, cfg.channels
+        ).to_uint8
     else:
         transform = AudioTransform(cfg.sample_rate, cfg.length)
     pipeline = stream_pipeline(
