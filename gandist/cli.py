@@ -170,8 +170,15 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
-    from gandist.bench.data import bench_data
+    from gandist.bench.data import bench_data, bench_transport
 
+    if args.transport:
+        bench_transport()
+    if not args.shards:
+        if not args.transport:
+            print("gandist bench data: give shard specs, or --transport", file=sys.stderr)
+            return 2
+        return 0
     bench_data(
         args.shards,
         workers=args.workers,
@@ -381,12 +388,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of each")
     p.set_defaults(func=cmd_bench_train)
     p = bench_sub.add_parser("data", help="stream samples/s against a plain decode loop")
-    p.add_argument("shards", nargs="+", help="one or more shard specs (images or audio)")
+    p.add_argument("shards", nargs="*", help="one or more shard specs (images or audio)")
     p.add_argument("--workers", type=int, nargs="+", default=None,
                    help="worker counts to time (default 0, 1, 2 and all cores; 0 = in-process)")  # fmt: skip
     p.add_argument("--samples", type=int, default=2048, help="samples per timed run")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=3, help="alternating timings; the best counts")
+    p.add_argument("--transport", action="store_true",
+                   help="also time worker-to-trainer batch transport: pipe against shared memory")  # fmt: skip
     p.set_defaults(func=cmd_bench_data)
     p = bench_sub.add_parser("families", help="images/s of every GAN family at its default config")
     p.add_argument("configs", nargs="*", help="config files (default: every family's config)")

@@ -19,7 +19,7 @@ from gandist.config import Config, to_dict, to_yaml
 from gandist.data.stream import (
     DataHealth,
     StreamPosition,
-    build_image_loader,
+    build_loader,
     check_bad_fraction,
     derive_seed,
 )
@@ -204,7 +204,7 @@ class Trainer:
                 # The saved position does not fit this launch: read a fresh order rather than
                 # replaying the first batches of the run.
                 seed = derive_seed(seed, self.state.step)
-        loader = build_image_loader(
+        loader = build_loader(
             self.cfg.data,
             batch_size=self.batch_per_rank,
             rank=self.accelerator.process_index,

@@ -27,3 +27,26 @@ def test_bench_train_prints_both_loops_and_their_ratio(
     out = capsys.readouterr().out
     assert out.count("round ") == 2
     assert "trainer / plain = " in out
+
+
+def test_bench_data_prints_stream_against_plain_for_each_worker_count_and_transport(
+    glyph_shards: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from gandist.bench.data import bench_transport
+
+    args = ["bench", "data", str(glyph_shards), "--workers", "0", "1", "--samples", "64"]
+    assert cli.main([*args, "--batch-size", "16", "--rounds", "1"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    figures = [row for row in rows if row and row[1] == "image"]
+    assert [int(row[2]) for row in figures] == [0, 1]
+    assert all(float(row[3]) > 0 and float(row[4]) > 0 for row in figures)
+
+    results = bench_transport([0.05, 2], num_batches=4)
+    assert [(r["mb"], r["transport"]) for r in results] == [
+        (0.05, "pipe"),
+        (0.05, "shared memory"),
+        (2, "pipe"),
+        (2, "shared memory"),
+    ]
+    assert all(r["ms"] > 0 for r in results)
+    assert cli.main(["bench", "data"]) == 2  # neither shards nor --transport

@@ -172,6 +172,54 @@ def test_tones_are_deterministic_labelled_and_stream_as_audio_batches(tone_shard
     assert all(0 <= label < len(TONE_CLASSES) for label in batch["label"].tolist())
 
 
+@pytest.mark.parametrize("shared_from_bytes", [0, 1 << 40], ids=["shared-memory", "pipe"])
+def test_worker_batches_equal_in_process_batches_bit_for_bit(
+    glyph_shards: Path, tone_shards: Path, monkeypatch: pytest.MonkeyPatch, shared_from_bytes: int
+) -> None:
+    # Workers pass small batches as arrays through their pipe and large ones in shared memory;
+    # either way the training process must get what the stream made in-process would give.
+    from gandist.data import stream
+
+    monkeypatch.setattr(stream, "SHARED_MEMORY_MIN_BYTES", shared_from_bytes)  # forked workers
+    for shards, kind in ((glyph_shards, "image"), (tone_shards, "audio")):
+        here = take(shards, 3, kind=kind, num_workers=0, mode="resampled")
+        there = take(shards, 3, kind=kind, num_workers=1, mode="resampled")
+        for a, b in zip(here, there, strict=True):
+            assert a["key"] == b["key"] and torch.equal(a["label"], b["label"])
+            assert a[kind].dtype == b[kind].dtype == torch.float32
+            assert torch.equal(a[kind], b[kind])
+
+
+def test_16_bit_clips_scale_exactly_as_soundfile_also_among_other_formats(
+    tmp_path: Path,
+) -> None:
+    # 16-bit clips travel as int16 and are scaled per batch: the values must be soundfile's
+    # own float read, alone and in a batch that mixes them with clips stored as 24-bit PCM.
+    rng = np.random.default_rng(0)
+    expected = {}
+    for name, subtypes in (("pcm16", ["PCM_16"] * 8), ("mixed", ["PCM_16", "PCM_24"] * 4)):
+        samples = []
+        for index, subtype in enumerate(subtypes):
+            buffer = io.BytesIO()
+            clip = rng.uniform(-0.9, 0.9, TONE_LENGTH).astype(np.float32)
+            soundfile.write(buffer, clip, 16000, format="FLAC", subtype=subtype)
+            samples.append({"__key__": f"{name}{index:04d}", "flac": buffer.getvalue(), "cls": 0})
+            expected[samples[-1]["__key__"]] = soundfile.read(
+                io.BytesIO(buffer.getvalue()), dtype="float32"
+            )[0]
+        out = tmp_path / name
+        shards = write_shards(samples, out, name, max_count=8)
+        write_manifest(out, shards, kind="audio", sample_rate=16000, length=TONE_LENGTH)
+        batch = take(out, 1, kind="audio", batch_size=8)[0]
+        assert batch["audio"].dtype == torch.float32
+        for key, clip in zip(batch["key"], batch["audio"], strict=True):
+            assert np.array_equal(clip[0].numpy(), expected[key]), key
+    flac16 = io.BytesIO()
+    soundfile.write(flac16, np.zeros(100, np.float32), 16000, format="FLAC", subtype="PCM_16")
+    assert audio.clip_array(flac16.getvalue(), 16000, 100, keep_pcm16=True).dtype == np.int16
+    assert audio.clip_array(flac16.getvalue(), 16000, 100).dtype == np.float32
+
+
 def test_inspect_counts_classes_and_draws_a_contact_sheet(
     tone_shards: Path, tmp_path: Path
 ) -> None:

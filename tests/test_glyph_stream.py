@@ -12,7 +12,7 @@ import pytest
 
 from gandist import cli
 from gandist.config import DataConfig
-from gandist.data.stream import StreamPosition, build_image_loader
+from gandist.data.stream import StreamPosition, build_loader
 from tests.conftest import GLYPHS_PER_SHARD, NUM_GLYPH_SHARDS
 
 
@@ -31,7 +31,7 @@ def test_synth_glyphs_writes_deterministic_shards_and_a_manifest(tmp_path: Path)
 
 def loader(shards: Path, rank: int, world_size: int, workers: int = 2, **kwargs):
     cfg = DataConfig(shards=str(shards), num_workers=workers, shuffle_buffer=16)
-    return build_image_loader(cfg, batch_size=8, rank=rank, world_size=world_size, seed=3, **kwargs)
+    return build_loader(cfg, batch_size=8, rank=rank, world_size=world_size, seed=3, **kwargs)
 
 
 def test_stream_yields_scaled_labelled_image_batches(glyph_shards: Path) -> None:

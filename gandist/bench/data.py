@@ -7,8 +7,14 @@ import os
 import tarfile
 import time
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 
 from gandist.config import DataConfig
+from gandist.data import stream
 from gandist.data.audio import load_clip
 from gandist.data.shards import expand_shards, read_manifest
 from gandist.data.stream import (
@@ -17,6 +23,7 @@ from gandist.data.stream import (
     ImageTransform,
     build_loader,
     decode_image,
+    stack_for_transport,
 )
 
 
@@ -128,5 +135,72 @@ def bench_data(
     print(
         f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; best of {rounds} rounds; "
         "'per worker' = stream/plain divided by workers, the goal is >= 0.8 while workers <= cores)"
+    )
+    return rows
+
+
+class _FixedBatches(torch.utils.data.IterableDataset):
+    """A worker's endless batches of `nbytes` uint8, as an array or a shared-memory tensor."""
+
+    def __init__(self, nbytes: int, shared: bool) -> None:
+        super().__init__()
+        self.nbytes, self.shared = nbytes, shared
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        source = [np.full(self.nbytes // 64, i, dtype=np.uint8) for i in range(64)]
+        shared_from = 0 if self.shared else 1 << 62
+        while True:
+            yield {"x": stack_for_transport(source, shared_from)}
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bench_transport(sizes_mb: list[float] | None = None, num_batches: int = 200) -> list[dict]:
+    """Print the cost of moving one batch from a DataLoader worker to the training process,
+    as an array through the worker's pipe and as a shared-memory tensor, by batch size.
+
+    This is what `stream.SHARED_MEMORY_MIN_BYTES` is chosen from (Linux: reads /proc).
+    """
+    sizes_mb = sizes_mb or [0.1, 0.25, 0.5, 1, 2, 4, 8]
+    print(
+        f"{'batch MB':>8} {'transport':<13} {'ms/batch':>9} {'worker CPU ms':>13} {'main CPU ms':>11}"
+    )
+    rows = []
+    for size in sizes_mb:
+        for shared in (False, True):
+            loader = torch.utils.data.DataLoader(
+                _FixedBatches(int(size * 1e6), shared),
+                batch_size=None,
+                num_workers=1,
+                prefetch_factor=4,
+                collate_fn=stream.keep_batch,
+            )
+            batches = iter(loader)
+            next(batches)
+            (worker,) = [w.pid for w in batches._workers]
+            worker_s, main_s, start = _cpu_s(worker), time.process_time(), time.perf_counter()
+            for _ in range(num_batches):
+                torch.as_tensor(next(batches)["x"])[:: 1 << 12].sum()  # touch it as training would
+            row = {
+                "mb": size,
+                "transport": "shared memory" if shared else "pipe",
+                "ms": (time.perf_counter() - start) / num_batches * 1e3,
+                "worker_ms": (_cpu_s(worker) - worker_s) / num_batches * 1e3,
+                "main_ms": (time.process_time() - main_s) / num_batches * 1e3,
+            }
+            rows.append(row)
+            print(
+                f"{size:>8g} {row['transport']:<13} {row['ms']:>9.2f} {row['worker_ms']:>13.2f} "
+                f"{row['main_ms']:>11.2f}",
+                flush=True,
+            )
+            del batches, loader
+    print(
+        f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; shared memory from "
+        f"{stream.SHARED_MEMORY_MIN_BYTES / 2**20:g} MiB on)"
     )
     return rows

@@ -14,13 +14,13 @@ import torch
 import torch.nn.functional as F
 
 from gandist.config import Config, load_config
-from gandist.data.stream import build_image_loader
+from gandist.data.stream import build_loader
 from gandist.registry import MODELS
 
 
 def preload_batches(cfg: Config, num_batches: int) -> list[dict[str, Any]]:
     """Decode a few batches once, so both loops train on identical data with no reading cost."""
-    loader = build_image_loader(
+    loader = build_loader(
         cfg.data, batch_size=cfg.train.batch_size, rank=0, world_size=1, seed=cfg.train.seed
     )
     return [{"image": b["image"]} for b in itertools.islice(iter(loader), num_batches)]

@@ -15,21 +15,32 @@ from scipy.signal import resample_poly
 AUDIO_KEYS = ("flac", "wav", "ogg", "mp3")
 
 
-def decode(data: bytes) -> tuple[np.ndarray, int]:
-    """Encoded audio bytes -> (float32 samples [frames, channels] in [-1, 1], sample rate in Hz).
+def decode(data: bytes, keep_pcm16: bool = False) -> tuple[np.ndarray, int]:
+    """Encoded audio bytes -> (samples [frames, channels], sample rate in Hz).
 
+    Samples are float32 in [-1, 1]; with `keep_pcm16`, a mono 16-bit PCM clip (what
+    `gandist data make` writes) comes back as its int16 values instead, which `pcm16_to_float`
+    turns into exactly the floats soundfile would have given, at half the bytes meanwhile.
     Raises ValueError for empty or undecodable input (soundfile's own errors name the format).
     """
     if not data:
         raise ValueError("empty audio file")
     try:
-        samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
+        with soundfile.SoundFile(io.BytesIO(data)) as clip:
+            pcm16 = keep_pcm16 and clip.subtype == "PCM_16" and clip.channels == 1
+            samples = clip.read(dtype="int16" if pcm16 else "float32", always_2d=True)
+            rate = clip.samplerate
     except (soundfile.LibsndfileError, RuntimeError, TypeError) as err:
         detail = re.sub(r"^Error opening <[^>]*>: ", "", str(err))  # the BytesIO repr says nothing
         raise ValueError(f"cannot decode audio: {detail}") from None
     if samples.shape[0] == 0:
         raise ValueError("audio file holds no frames")
     return samples, int(rate)
+
+
+def pcm16_to_float(samples: np.ndarray) -> np.ndarray:
+    """int16 samples -> float32 in [-1, 1), bit for bit soundfile's own float read of them."""
+    return samples.astype(np.float32) / np.float32(32768)
 
 
 def to_mono(samples: np.ndarray) -> np.ndarray:
@@ -73,17 +84,21 @@ def encode_flac(samples: np.ndarray, rate_hz: int) -> bytes:
     return buffer.getvalue()
 
 
-def load_clip(data: bytes, sample_rate: int, length: int) -> torch.Tensor:
-    """Shard bytes -> float tensor [1, length] in [-1, 1].
+def clip_array(data: bytes, sample_rate: int, length: int, keep_pcm16: bool = False) -> np.ndarray:
+    """Shard bytes -> array [1, length]: float32 in [-1, 1], or int16 (see `decode`).
 
     Raises ValueError when the clip's rate is not `sample_rate` (shards are made at one rate;
     resampling belongs in `gandist data make`, not in every training step).
     """
-    samples, rate = decode(data)
+    samples, rate = decode(data, keep_pcm16)
     if rate != sample_rate:
         raise ValueError(f"sample rate {rate} Hz, expected data.sample_rate={sample_rate}")
-    clip = crop_or_pad(to_mono(samples), length)
-    return torch.from_numpy(np.ascontiguousarray(clip, dtype=np.float32))[None]
+    return np.ascontiguousarray(crop_or_pad(to_mono(samples), length))[None]
+
+
+def load_clip(data: bytes, sample_rate: int, length: int) -> torch.Tensor:
+    """Shard bytes -> float tensor [1, length] in [-1, 1] (see `clip_array`)."""
+    return torch.from_numpy(clip_array(data, sample_rate, length).astype(np.float32, copy=False))
 
 
 def log_spectrogram(clip: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:

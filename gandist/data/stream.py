@@ -332,39 +332,25 @@ class ImageTransform:
         self.mode = "L" if channels == 1 else "RGB"
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
-        return to_unit_range(self.to_uint8(image))
+        return to_unit_range(torch.from_numpy(np.ascontiguousarray(self.to_uint8(image))))
 
-    def to_uint8(self, image: Image.Image) -> torch.Tensor:
-        """PIL image -> uint8 tensor [C, H, W], converted and resized but not yet scaled.
+    def to_uint8(self, image: Image.Image) -> np.ndarray:
+        """PIL image -> uint8 array [C, H, W], converted and resized but not yet scaled.
 
-        The stream collates these and scales whole batches (`to_unit_range`): the same values
-        as `__call__`, for one tensor op per batch instead of three per sample.
+        The stream batches these and scales whole batches in the training process
+        (`to_torch_batch`): the same values as `__call__`, a quarter of the bytes to pass on.
         """
         image = image.convert(self.mode)
         if image.size != (self.resolution, self.resolution):
             image = TF.center_crop(TF.resize(image, self.resolution), self.resolution)
-        return TF.pil_to_tensor(image)
+        pixels = np.asarray(image)
+        return pixels[None] if pixels.ndim == 2 else pixels.transpose(2, 0, 1)
 
 
 def to_unit_range(pixels: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """uint8 pixels (any shape) -> float32 in [-1, 1], bit for bit what `x.float() / 127.5 - 1` gives."""
     out = torch.empty(pixels.shape, dtype=torch.float32) if out is None else out
     return out.copy_(pixels).div_(127.5).sub_(1.0)
-
-
-def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
-    """An empty tensor for a batch; in a DataLoader worker, in shared memory from the start.
-
-    A worker's batch crosses to the training process through shared memory: filling it there
-    directly saves the copy pickling would otherwise make (as torch's own `default_collate` does).
-    """
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=dtype)
-    numel = 1
-    for size in shape:
-        numel *= size
-    storage = torch.UntypedStorage._new_shared(numel * dtype.itemsize)
-    return torch.tensor([], dtype=dtype).set_(storage).view(shape)
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -375,13 +361,17 @@ def decode_image(data: bytes) -> Image.Image:
 
 
 class AudioTransform:
-    """Encoded clip bytes -> float tensor [1, length] in [-1, 1]; the rate must be `sample_rate`."""
+    """Encoded clip bytes -> array [1, length]; the rate must be `sample_rate`.
+
+    16-bit mono clips stay int16 (half the bytes to batch and pass on) and are scaled per
+    batch in `to_torch_batch`; other clips are float32 in [-1, 1].
+    """
 
     def __init__(self, sample_rate: int, length: int) -> None:
         self.sample_rate, self.length = sample_rate, length
 
-    def __call__(self, data: bytes) -> torch.Tensor:
-        return audio.load_clip(data, self.sample_rate, self.length)
+    def __call__(self, data: bytes) -> np.ndarray:
+        return audio.clip_array(data, self.sample_rate, self.length, keep_pcm16=True)
 
 
 def sample_label(sample: dict[str, Any]) -> int:
@@ -399,7 +389,7 @@ class ToExample:
     shard and key, for the handler to count and skip.
     """
 
-    def __init__(self, transform: Callable[[Any], torch.Tensor], kind: str = "image") -> None:
+    def __init__(self, transform: Callable[[Any], np.ndarray], kind: str = "image") -> None:
         self.transform, self.kind = transform, kind
         self.keys = IMAGE_KEYS if kind == "image" else AUDIO_KEYS
 
@@ -428,25 +418,72 @@ class ToExample:
         }
 
 
+SHARED_MEMORY_MIN_BYTES = 5 << 18  # 1.25 MiB
+"""Worker batches at least this big cross to the training process in shared memory, smaller
+ones by value through the worker's pipe (`gandist bench data --transport`)."""
+
+
+def stack_for_transport(
+    values: list[np.ndarray], shared_from_bytes: int | None = None
+) -> np.ndarray | torch.Tensor:
+    """Stack one batch in the form that reaches the training process cheapest.
+
+    A tensor leaves a DataLoader worker in a fresh shared-memory segment whose file descriptor
+    the training process fetches from the worker over a socket; an array is pickled and copied
+    through the worker's pipe. The handshake is a fixed cost and the copies grow with size: on
+    2-core CPU machines the pipe costs both sides less up to about 1.2 MB, shared memory beyond.
+    Large batches are therefore stacked straight into shared memory, as torch's
+    `default_collate` does, and small ones stay arrays.
+    """
+    shape = (len(values), *values[0].shape)
+    nbytes = int(np.prod(shape)) * values[0].dtype.itemsize
+    if shared_from_bytes is None:
+        shared_from_bytes = SHARED_MEMORY_MIN_BYTES
+    if get_worker_info() is None or nbytes < shared_from_bytes:
+        return np.stack(values)
+    dtype = torch.from_numpy(values[0][:0]).dtype
+    batch = torch.tensor([], dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes))
+    batch = batch.view(shape)
+    np.stack(values, out=batch.numpy())
+    return batch
+
+
 def collate_examples(examples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Examples -> one batch; uint8 images (`ImageTransform.to_uint8`) are scaled to [-1, 1] here."""
+    """Examples -> one batch (uint8 images, int16 or float32 audio), made in the worker.
+
+    `to_torch_batch` turns it into tensors in the training process.
+    """
     last = examples[-1]  # a batch comes from one worker role; its last sample marks the position
     kind = "image" if "image" in last else "audio"
     values = [e[kind] for e in examples]
-    shape = (len(values), *values[0].shape)
-    if values[0].dtype == torch.uint8:
-        data = to_unit_range(torch.stack(values), out=_batch_tensor(shape, torch.float32))
-    else:
-        data = torch.stack(values, out=_batch_tensor(shape, values[0].dtype))
+    if len({v.dtype for v in values}) > 1:  # 16-bit clips among others: all float
+        values = [audio.pcm16_to_float(v) if v.dtype == np.int16 else v for v in values]
     return {
-        kind: data,  # [B, C, H, W] or [B, 1, L], float in [-1, 1]
-        "label": torch.tensor([e["label"] for e in examples]),  # [B]
+        kind: stack_for_transport(values),  # [B, C, H, W] or [B, 1, L]
+        "label": np.array([e["label"] for e in examples], dtype=np.int64),  # [B]
         "key": [e["key"] for e in examples],
         "url": [e["url"] for e in examples],
         "role": last["role"],
         "epoch": last["epoch"],
         "position": last["position"],
     }
+
+
+def to_torch_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """A collated batch, in the training process: arrays -> tensors, uint8 images -> [-1, 1]."""
+    for name in ("image", "audio", "label"):
+        if name in batch:
+            batch[name] = torch.as_tensor(batch[name])
+    if "image" in batch and batch["image"].dtype == torch.uint8:
+        batch["image"] = to_unit_range(batch["image"])  # [B, C, H, W] float in [-1, 1]
+    if "audio" in batch and batch["audio"].dtype == torch.int16:
+        batch["audio"] = batch["audio"].float().div_(32768.0)  # [B, 1, L], as `pcm16_to_float`
+    return batch
+
+
+def keep_batch(batch: dict[str, Any]) -> dict[str, Any]:
+    """The DataLoader's collate_fn: batches arrive made, and stay arrays until `to_torch_batch`."""
+    return batch
 
 
 class BatchWithReport:
@@ -474,7 +511,7 @@ def stream_pipeline(
     urls: list[str],
     *,
     kind: str,
-    transform: Callable[[Any], torch.Tensor],
+    transform: Callable[[Any], np.ndarray],
     batch_size: int,
     rank: int,
     world_size: int,
@@ -500,36 +537,6 @@ def stream_pipeline(
         ),
         wds.map(ToExample(transform, kind), handler=handler),
         BatchWithReport(batch_size, handler),
-    )
-
-
-def image_pipeline(
-    urls: list[str],
-    *,
-    batch_size: int,
-    resolution: int,
-    channels: int,
-    rank: int,
-    world_size: int,
-    seed: int,
-    shuffle_buffer: int,
-    position: StreamPosition | None = None,
-    mode: str = "exact",
-    samples_per_epoch: int = 0,
-) -> wds.DataPipeline:
-    """The endless, batched image stream of one rank (split further across its workers)."""
-    return stream_pipeline(
-        urls,
-        kind="image",
-        transform=ImageTransform(resolution, channels).to_uint8,
-        batch_size=batch_size,
-        rank=rank,
-        world_size=world_size,
-        seed=seed,
-        shuffle_buffer=shuffle_buffer,
-        mode=mode,
-        samples_per_epoch=samples_per_epoch,
-        position=position,
     )
 
 
@@ -563,8 +570,8 @@ def build_loader(
     if cfg.mode == "exact":
         check_enough_shards(len(urls), world_size, cfg.num_workers)
     if cfg.kind == "image":
-        # uint8 per sample, scaled per batch in `collate_examples`
-        transform: Callable[[Any], torch.Tensor] = ImageTransform(
+        # uint8 per sample, scaled per batch in `to_torch_batch`
+        transform: Callable[[Any], np.ndarray] = ImageTransform(
             cfg.resolution, cfg.channels
         ).to_uint8
     else:
@@ -582,17 +589,16 @@ def build_loader(
         samples_per_epoch=samples_per_role_epoch(cfg, batch_size),
         position=position,
     )
-    return wds.WebLoader(
+    loader = wds.WebLoader(
         pipeline,
         batch_size=None,
+        collate_fn=keep_batch,
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
         prefetch_factor=4 if cfg.num_workers > 0 else None,
         in_order=True,
     )
-
-
-build_image_loader = build_loader  # the name the Trainer and issue-2 tests use
+    return loader.map(to_torch_batch)
 
 
 @dataclass
