@@ -37,7 +37,7 @@ def preflight(cfg: Config, world_size: int | None = None) -> None:
     if cfg.eval.every > 0:
         from gandist.metrics.extractors import preflight as eval_preflight
 
-        eval_preflight(cfg.eval.extractor, cfg.eval.weights_path)
+        eval_preflight(cfg.eval.extractor, cfg.eval.weights_path, cfg.data)
     if cfg.resume is None and latest_checkpoint(cfg.output_dir) is not None:
         raise ConfigError(
             f"{cfg.output_dir} already holds checkpoints: pass resume=latest to continue that run, "

@@ -14,6 +14,7 @@ from torch import nn
 
 from gandist.config import DataConfig, EvalConfig
 from gandist.metrics.extractors import (
+    check_extractor_kind,
     create_extractor,
     file_digest,
     metric_layers,
@@ -22,6 +23,7 @@ from gandist.metrics.extractors import (
 from gandist.metrics.sharded import (
     Ranks,
     Reference,
+    SampleFormat,
     ScoreOptions,
     default_cache_dir,
     generated_features,
@@ -55,6 +57,9 @@ def exact_float32() -> Iterator[None]:
 class Evaluator:
     """Scores a generator with FID, KID and IS on every rank of the current process group.
 
+    Images or audio, per `data.kind`: generated samples are [B, C, H, W] or [B, 1, L] in
+    [-1, 1], and audio needs an audio extractor (`gandist metrics train-extractor` on audio).
+
     Construction loads the extractor (failing with a how-to-fetch message when its weights are
     missing); `prepare()` loads or computes the reference statistics; `evaluate(G)` generates,
     extracts and scores. Every rank must make the same calls (they run collectives).
@@ -66,6 +71,8 @@ class Evaluator:
         self.cfg, self.data = cfg, data
         self.ranks = Ranks.current(device)
         self.weights_path = resolve_weights(cfg.extractor, cfg.weights_path)
+        check_extractor_kind(cfg.extractor, self.weights_path, data)
+        self.format = SampleFormat.of(data)
         self.layers = metric_layers(cfg.extractor)
         self.extractor = create_extractor(
             cfg.extractor, list(self.layers.values()), self.weights_path, self.ranks.device
@@ -85,8 +92,7 @@ class Evaluator:
             extractor=self.cfg.extractor,
             weights_digest=file_digest(self.weights_path) if self.weights_path else None,
             layers=self.layers,
-            resolution=self.data.resolution,
-            channels=self.data.channels,
+            fmt=self.format,
             num=self.cfg.num_real,
         )
         root = Path(self.cfg.cache_dir) if self.cfg.cache_dir else default_cache_dir()
@@ -105,8 +111,7 @@ class Evaluator:
                     self.data.shards,
                     self.extractor,
                     self.ranks,
-                    resolution=self.data.resolution,
-                    channels=self.data.channels,
+                    fmt=self.format,
                     num=self.cfg.num_real,
                     batch_size=self.cfg.batch_size,
                 )
@@ -146,8 +151,8 @@ class Evaluator:
         generator.eval()
         start = time.perf_counter()
         with exact_float32():
-            images = generate(generator, latents.to(self.ranks.device), labels)
-            self.extractor(to_extractor_input(images))
+            samples = generate(generator, latents.to(self.ranks.device), labels)
+            self.extractor(to_extractor_input(samples))
         generator.train(was_training)
         extract_s = (time.perf_counter() - start) * math.ceil(
             self.cfg.num_samples / self.ranks.world / batch
