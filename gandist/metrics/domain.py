@@ -26,8 +26,6 @@ from gandist.data.stream import (
     ImageTransform,
     SkipCounter,
     ToExample,
-    UnreadableDataError,
-    WorkerStream,
     read_shard,
 )
 
@@ -322,29 +320,31 @@ def labelled_samples(
     transform: Callable[[Any], torch.Tensor],
     max_samples: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
-    """Every (sample, label) of the shards, once: ([N, ...], int64 [N], number of bad samples).
+    """Every (sample, label) of the shards in order: ([N, ...], int64 [N], number of bad samples).
 
-    Read by the training stream's own code (one rank, one worker, one epoch, no shuffle buffer),
-    so decoding, shard order and bad-sample handling are those of training. Images come as
-    uint8 [N, C, R, R], audio as float [N, 1, L] in [-1, 1].
+    Read and decoded by the training stream's own code (`read_shard`, `ToExample`), so member
+    lookup, decoding and bad-sample handling are those of training, in sorted shard order
+    (so the held-out split does not depend on a shuffle). Images come as uint8 [N, C, R, R],
+    audio as float [N, 1, L] in [-1, 1].
     """
     handler = SkipCounter()
-    stream = WorkerStream(
-        expand_shards(shards), rank=0, world_size=1, seed=0, shuffle_buffer=0, handler=handler
-    )
-    examples = wds.map(ToExample(transform, kind), handler=handler)(stream)
+
+    def raw() -> Iterator[dict[str, Any]]:
+        for url in expand_shards(shards):
+            for position, sample in enumerate(read_shard(url, handler), start=1):
+                # ToExample carries the stream position along; here it is one ordered pass.
+                yield sample | {"__role__": 0, "__epoch__": 0, "__position__": position}
+
+    examples = wds.map(ToExample(transform, kind), handler=handler)(raw())
     values, labels = [], []
-    try:
-        for example in examples:
-            if example["epoch"] > 0 or len(values) == max_samples:
-                break  # every shard read once
-            if example["label"] < 0:
-                handler(BadSample(example["url"], example["key"], "no `cls` label"))
-                continue
-            values.append(example[kind])
-            labels.append(example["label"])
-    except UnreadableDataError:
-        pass  # nothing good in any shard: reported below
+    for example in examples:
+        if example["label"] < 0:
+            handler(BadSample(example["url"], example["key"], "no `cls` label"))
+            continue
+        values.append(example[kind])
+        labels.append(example["label"])
+        if len(values) == max_samples:
+            break
     if not values:
         example = f"; e.g. {handler.pending[0]}" if handler.pending else ""
         raise ValueError(

@@ -114,7 +114,7 @@ def missing_inception_message(reason: str) -> str:
         f"    {hub}\n"
         f"or pass eval.weights_path=/path/to/{name}. "
         f"(Or set eval.extractor={DOMAIN} with a classifier from `gandist metrics train-extractor`, "
-        "or eval.every=0 to train without evaluation.)"
+        "or eval.every=0 and eval.every_images=0 to train without evaluation.)"
     )
 
 
@@ -199,6 +199,8 @@ def check_extractor_kind(name: str, weights_path: str | None, data: DataConfig) 
                 "`gandist metrics train-extractor` on labelled audio shards"
             )
         return
+    if not weights_path:
+        return  # EvalConfig already says a domain extractor needs its file
     from gandist.metrics.domain import load_classifier
 
     try:
@@ -222,10 +224,10 @@ def check_extractor_kind(name: str, weights_path: str | None, data: DataConfig) 
 def preflight(extractor: str, weights_path: str | None, data: DataConfig | None = None) -> None:
     """Before training starts: the extractor's weights are here (or fetched) and loadable, and
     (given the data config) it scores that kind of data."""
-    path = resolve_weights(extractor, weights_path)
     if data is not None:
-        check_extractor_kind(extractor, path, data)
-    elif extractor == DOMAIN:
+        check_extractor_kind(extractor, weights_path, data)  # before any download
+    path = resolve_weights(extractor, weights_path)
+    if extractor == DOMAIN:
         from gandist.metrics.domain import load_classifier
 
         try:
