@@ -251,7 +251,7 @@ class EvalConfig:
     batch_size: int = 64
     """Samples per batch on each rank, fixed so numbers do not depend on the number of ranks."""
     extractor: str = "inception-v3-compat"
-    """torch-fidelity feature extractor: inception-v3-compat, or gandist-domain (a trained classifier)."""
+    """torch-fidelity feature extractor: inception-v3-compat, or gandist-domain (a trained image or audio classifier; the one for data.kind=audio)."""
     weights_path: str | None = None
     """Local weights file of the extractor: InceptionV3 weights on offline clusters, or the file of `gandist metrics train-extractor` (required for gandist-domain)."""
     kid_subsets: int = 100

@@ -314,6 +314,9 @@ def shards_kind(shards: str) -> str:
     raise ValueError(f"{shards}: cannot tell whether the shards hold images or audio; pass --kind")
 
 
+_GIVE_UP_AFTER_BAD = 64  # bad samples before the first good one that end the reading
+
+
 def labelled_samples(
     shards: str,
     kind: str,
@@ -328,15 +331,18 @@ def labelled_samples(
     audio as float [N, 1, L] in [-1, 1].
     """
     handler = SkipCounter()
+    values: list[torch.Tensor] = []
+    labels: list[int] = []
 
     def raw() -> Iterator[dict[str, Any]]:
         for url in expand_shards(shards):
             for position, sample in enumerate(read_shard(url, handler), start=1):
+                if handler.count >= _GIVE_UP_AFTER_BAD and not values:
+                    return  # wrong kind or no labels: say so now, not after every sample
                 # ToExample carries the stream position along; here it is one ordered pass.
                 yield sample | {"__role__": 0, "__epoch__": 0, "__position__": position}
 
     examples = wds.map(ToExample(transform, kind), handler=handler)(raw())
-    values, labels = [], []
     for example in examples:
         if example["label"] < 0:
             handler(BadSample(example["url"], example["key"], "no `cls` label"))
@@ -349,7 +355,7 @@ def labelled_samples(
         example = f"; e.g. {handler.pending[0]}" if handler.pending else ""
         raise ValueError(
             f"{shards}: no labelled {kind} samples (a {'/'.join(ToExample(transform, kind).keys)} "
-            f"member and a `cls` entry per sample); {handler.count} skipped{example}"
+            f"member and a `cls` entry per sample); {handler.count} read and skipped{example}"
         )
     return torch.stack(values), torch.tensor(labels), handler.count
 
