@@ -239,7 +239,8 @@ def cmd_metrics_train_extractor(args: argparse.Namespace) -> int:
 
     try:
         report = train_classifier(
-            args.shards, args.out, resolution=args.resolution, channels=args.channels,
+            args.shards, args.out, kind=args.kind, resolution=args.resolution,
+            channels=args.channels, sample_rate=args.sample_rate, length=args.length,
             steps=args.steps, batch_size=args.batch_size, width=args.width, lr=args.lr,
             max_samples=args.max_samples, seed=args.seed, progress=not args.quiet,
         )  # fmt: skip
@@ -247,7 +248,8 @@ def cmd_metrics_train_extractor(args: argparse.Namespace) -> int:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
     print(
-        f"wrote {args.out}: {report['num_classes']} classes, validation accuracy "
+        f"wrote {args.out}: {report['kind']} classifier, {report['num_classes']} classes, "
+        "validation accuracy "
         f"{report['val_accuracy']:.3f} on {report['num_val']} held-out samples "
         f"({report['train_s']:.0f} s); use it with eval.extractor=gandist-domain "
         f"eval.weights_path={args.out}"
@@ -364,12 +366,21 @@ def build_parser() -> argparse.ArgumentParser:
     metrics_sub = metrics.add_subparsers(dest="metrics_command", required=True)
     p = metrics_sub.add_parser(
         "train-extractor",
-        help="train a domain classifier on labelled shards (eval.extractor=gandist-domain)",
+        help="train a domain classifier on labelled image or audio shards "
+        "(eval.extractor=gandist-domain)",
     )
     p.add_argument("shards", help="labelled shards: a folder, a file or a brace pattern")
     p.add_argument("--out", required=True, type=Path, help="classifier file, e.g. extractor.pt")
-    p.add_argument("--resolution", type=int, default=32, help="side the images are resized to")
-    p.add_argument("--channels", type=int, default=3, choices=(1, 3))
+    p.add_argument("--kind", choices=("image", "audio"), default=None,
+                   help="what the shards hold (default: their manifest.json, else the first sample)")  # fmt: skip
+    p.add_argument("--resolution", type=int, default=None,
+                   help="images: side they are resized to (default: manifest, else 32)")  # fmt: skip
+    p.add_argument("--channels", type=int, default=None, choices=(1, 3),
+                   help="images: 1 or 3 (default: manifest, else 3)")  # fmt: skip
+    p.add_argument("--sample-rate", type=int, default=None,
+                   help="audio: rate in Hz of the clips (default: manifest, else 16000)")  # fmt: skip
+    p.add_argument("--length", type=int, default=None,
+                   help="audio: samples per clip, centre-cropped or padded (default: manifest, else 16384)")  # fmt: skip
     p.add_argument("--steps", type=int, default=200, help="optimizer steps")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--width", type=int, default=8, help="channels of the first conv layer")

@@ -241,7 +241,9 @@ class TrackingConfig:
 @dataclass
 class EvalConfig:
     every: int = 0
-    """Steps between FID/KID/IS evaluations during training; 0 turns evaluation off."""
+    """Steps between FID/KID/IS evaluations during training; 0 turns evaluation off (unless every_images is set)."""
+    every_images: int = 0
+    """Alternative to eval.every: evaluate each time the global images seen (`train/images_seen`: batch_size x n_critic per step) cross a multiple of this; 0 = off."""
     num_samples: int = 10000
     """Generated samples scored per evaluation, split across ranks."""
     num_real: int = 10000
@@ -249,7 +251,7 @@ class EvalConfig:
     batch_size: int = 64
     """Samples per batch on each rank, fixed so numbers do not depend on the number of ranks."""
     extractor: str = "inception-v3-compat"
-    """torch-fidelity feature extractor: inception-v3-compat, or gandist-domain (a trained classifier)."""
+    """torch-fidelity feature extractor: inception-v3-compat, or gandist-domain (a trained image or audio classifier; the one for data.kind=audio)."""
     weights_path: str | None = None
     """Local weights file of the extractor: InceptionV3 weights on offline clusters, or the file of `gandist metrics train-extractor` (required for gandist-domain)."""
     kid_subsets: int = 100
@@ -269,6 +271,15 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         _require(self.every >= 0, f"eval.every must be >= 0 (0 = off), got {self.every}")
+        _require(
+            self.every_images >= 0,
+            f"eval.every_images must be >= 0 (0 = off), got {self.every_images}",
+        )
+        _require(
+            not (self.every > 0 and self.every_images > 0),
+            f"eval.every={self.every} and eval.every_images={self.every_images} are both set; "
+            "evaluate by steps or by images: set the other one to 0",
+        )
         for key in ("num_samples", "num_real", "batch_size", "kid_subsets", "kid_subset_size"):
             value = getattr(self, key)
             _require(value >= 1, f"eval.{key} must be >= 1, got {value}")
@@ -279,6 +290,11 @@ class EvalConfig:
         from gandist.metrics.extractors import check_extractor_name
 
         check_extractor_name(self.extractor, self.weights_path)
+
+    @property
+    def enabled(self) -> bool:
+        """Whether training evaluates (eval.every or eval.every_images > 0)."""
+        return self.every > 0 or self.every_images > 0
 
 
 @dataclass

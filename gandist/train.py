@@ -34,10 +34,10 @@ def preflight(cfg: Config, world_size: int | None = None) -> None:
         expand_shards(cfg.data.shards)
     except ValueError as err:
         raise ConfigError(str(err)) from None
-    if cfg.eval.every > 0:
+    if cfg.eval.enabled:
         from gandist.metrics.extractors import preflight as eval_preflight
 
-        eval_preflight(cfg.eval.extractor, cfg.eval.weights_path)
+        eval_preflight(cfg.eval.extractor, cfg.eval.weights_path, cfg.data)
     if cfg.resume is None and latest_checkpoint(cfg.output_dir) is not None:
         raise ConfigError(
             f"{cfg.output_dir} already holds checkpoints: pass resume=latest to continue that run, "

@@ -574,19 +574,22 @@ class Trainer:
     # ---- evaluation (FID / KID / IS, gandist.metrics) ------------------------------------
 
     def _build_evaluator(self) -> None:
-        """Load the extractor and the reference statistics before the first step (eval.every > 0)."""
+        """Load the extractor and the reference statistics before the first step (eval.every or
+        eval.every_images > 0)."""
         self.evaluator = self.eval_pacer = None
-        if self.cfg.eval.every == 0:
+        if not self.cfg.eval.enabled:
             return
         from gandist.metrics.evaluate import EvalPacer, Evaluator
 
         self.evaluator = Evaluator(self.cfg.eval, self.cfg.data, self.device)
         self.evaluator.prepare()
+        by_images = self.cfg.eval.every_images > 0
         self.eval_pacer = EvalPacer(
-            self.cfg.eval.every,
+            self.cfg.eval.every_images if by_images else self.cfg.eval.every,
             self.cfg.eval.max_share,
             estimate_s=self.evaluator.estimate_s(self.sampling_generator()),
-            start_step=self.state.step,
+            start_at=self._eval_progress(),
+            unit="images" if by_images else "steps",
         )
         best = checkpoint.best_checkpoint(self.run_dir)
         best_info = json.loads((best / checkpoint.BEST).read_text()) if best else {}
@@ -600,14 +603,21 @@ class Trainer:
             step=self.state.step,
         )
 
+    def _eval_progress(self) -> int:
+        """How far training is in the unit evaluations are paced in: steps, or global images
+        seen (eval.every_images), the same count on every rank."""
+        return self.state.images_seen if self.cfg.eval.every_images > 0 else self.state.step
+
     def _maybe_evaluate(self, last: bool) -> bool:
         """Evaluate when due and within eval.max_share of wall time; True when it ran."""
-        pacer, step = self.eval_pacer, self.state.step
-        if pacer is None or not (pacer.due(step) or last):
+        pacer, step, progress = self.eval_pacer, self.state.step, self._eval_progress()
+        if pacer is None or not (pacer.due(progress) or last):
             return False
-        if not pacer.decide(step, self.evaluator.ranks):
+        if not pacer.decide(progress, self.evaluator.ranks):
             if self.is_main:
-                log.info("evaluation postponed to step %d (eval.max_share)", pacer.next_step)
+                log.info(
+                    "evaluation postponed to %d %s (eval.max_share)", pacer.next_at, pacer.unit
+                )
             return False
         generator = self.sampling_generator()
         results = self.evaluator.evaluate(generator)

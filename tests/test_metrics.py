@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import io
 import itertools
 import json
 import math
@@ -10,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import soundfile
 import torch
 import webdataset as wds
 from torch.utils.data import Dataset
@@ -20,18 +22,24 @@ from gandist.config import ConfigError, DataConfig, EvalConfig, load_config
 from gandist.data.shards import expand_shards, write_shards
 from gandist.data.synthetic import glyph_samples
 from gandist.metrics import sharded
-from gandist.metrics.domain import ImageClassifier, load_classifier, save_classifier
+from gandist.metrics.domain import (
+    AudioClassifier,
+    ImageClassifier,
+    load_classifier,
+    save_classifier,
+)
 from gandist.metrics.evaluate import EvalPacer, Evaluator
 from gandist.metrics.extractors import (
     DOMAIN,
     INCEPTION,
+    check_extractor_kind,
     register_domain_extractor,
     resolve_weights,
 )
-from gandist.metrics.sharded import Ranks, evaluation_latents, to_extractor_input
+from gandist.metrics.sharded import Ranks, SampleFormat, evaluation_latents, to_extractor_input
 from gandist.sampling import generate
 from tests.conftest import run, tiny_overrides
-from tests.scripts.metrics_two_ranks import eval_config, tiny_generator
+from tests.scripts.metrics_two_ranks import eval_config, tiny_audio_generator, tiny_generator
 
 SCRIPT = Path(__file__).parent / "scripts" / "metrics_two_ranks.py"
 
@@ -48,6 +56,39 @@ def random_extractor(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def tone_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """256 labelled tones (8 classes, 16 kHz, 16384 samples) in 4 shards, with their manifest."""
+    out = tmp_path_factory.mktemp("tones")
+    assert cli.main(
+        ["data", "synth", "tones", "--out", str(out), "--num", "256", "--shard-size", "64",
+         "--workers", "1", "--quiet"]
+    ) == 0  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
+def random_audio_extractor(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained audio classifier with unit-scale activations: a registered audio extractor."""
+    torch.manual_seed(4)
+    model = AudioClassifier(sample_rate=16000, length=16384, num_classes=8, width=4)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    return save_classifier(model, tmp_path_factory.mktemp("audio_extractor") / "extractor.pt")
+
+
+@pytest.fixture(scope="module")
+def trained_audio_extractor(tmp_path_factory: pytest.TempPathFactory, tone_shards: Path) -> Path:
+    """A tone classifier trained by the CLI for a few seconds; the kind comes from the manifest."""
+    out = tmp_path_factory.mktemp("trained_audio") / "extractor.pt"
+    assert cli.main(
+        ["metrics", "train-extractor", str(tone_shards), "--out", str(out), "--steps", "100",
+         "--batch-size", "32", "--lr", "5e-3", "--quiet"]
+    ) == 0  # fmt: skip
+    return out
+
+
+@pytest.fixture(scope="module")
 def trained_extractor(tmp_path_factory: pytest.TempPathFactory, glyph_shards: Path) -> Path:
     """A glyph classifier trained by the CLI for a few seconds."""
     out = tmp_path_factory.mktemp("trained") / "extractor.pt"
@@ -58,17 +99,17 @@ def trained_extractor(tmp_path_factory: pytest.TempPathFactory, glyph_shards: Pa
     return out
 
 
-class Uint8Images(Dataset):
-    """torch-fidelity's input: a Dataset of uint8 [3, H, W] tensors."""
+class Samples(Dataset):
+    """torch-fidelity's input: a Dataset of uint8 [3, H, W] images or float [1, L] clips."""
 
-    def __init__(self, images: torch.Tensor) -> None:
-        self.images = images
+    def __init__(self, samples: torch.Tensor) -> None:
+        self.samples = samples
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.samples)
 
     def __getitem__(self, index: int) -> torch.Tensor:
-        return self.images[index]
+        return self.samples[index]
 
 
 @functools.cache
@@ -81,8 +122,25 @@ def first_real_images(shards: Path, num: int) -> torch.Tensor:
     return torch.stack(images)
 
 
+@functools.cache
+def first_real_clips(shards: Path, num: int) -> torch.Tensor:
+    """The first `num` clips of the sorted shards, read by WebDataset and decoded by soundfile
+    alone: float [N, 1, 16384] in [-1, 1]."""
+    dataset = wds.WebDataset(expand_shards(str(shards)), shardshuffle=False)
+    clips = []
+    for sample in itertools.islice(dataset, num):
+        samples, rate = soundfile.read(io.BytesIO(sample["flac"]), dtype="float32")
+        assert rate == 16000 and samples.shape == (16384,)
+        clips.append(torch.from_numpy(samples)[None])
+    return torch.stack(clips)
+
+
 def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
-    tmp_path: Path, glyph_shards: Path, random_extractor: Path
+    tmp_path: Path,
+    glyph_shards: Path,
+    random_extractor: Path,
+    tone_shards: Path,
+    random_audio_extractor: Path,
 ) -> None:
     from torch_fidelity import calculate_metrics
 
@@ -93,13 +151,13 @@ def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
     run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
          str(SCRIPT), str(glyph_shards), str(random_extractor), str(cache), str(out),
-         str(num_fake), str(num_real)],
+         str(num_fake), str(num_real), str(tone_shards), str(random_audio_extractor)],
         timeout=180,
     )  # fmt: skip
     report = json.loads(out.read_text())
     assert report["world"] == 2 and report["num_real"] == num_real
     assert report["first_hit"] is False and report["second_hit_per_rank"] == [True, True]
-    assert len(list(cache.glob("reference-*.pt"))) == 1
+    assert len(list(cache.glob("reference-*.pt"))) == 2  # one image and one audio reference
 
     # torch-fidelity alone, in this one process, on the same generated and real samples.
     cfg = eval_config(str(random_extractor), str(cache), num_fake, num_real)
@@ -108,8 +166,8 @@ def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
     with torch.no_grad():
         fakes = to_extractor_input(generate(generator, latents))
     expected = calculate_metrics(
-        input1=Uint8Images(fakes),
-        input2=Uint8Images(first_real_images(glyph_shards, num_real)),
+        input1=Samples(fakes),
+        input2=Samples(first_real_images(glyph_shards, num_real)),
         cuda=False, fid=True, kid=True, isc=True, verbose=False, cache=False, save_cpu_ram=True,
         feature_extractor=DOMAIN, feature_extractor_weights_path=str(random_extractor),
         batch_size=cfg.batch_size, kid_subsets=cfg.kid_subsets,
@@ -125,19 +183,46 @@ def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
     assert ours["eval/is"] == pytest.approx(expected["inception_score_mean"], rel=1e-4)
     assert ours["eval/fid"] > 0 and ours["eval/kid"] > 0
 
+    # Audio: generated clips [B, 1, L] and the real tones, through the registered audio extractor.
+    assert report["audio_num_real"] == num_real
+    key = report["audio_cache_key"]
+    assert (key["kind"], key["sample_rate"], key["length"]) == ("audio", 16000, 16384)
+    assert "resolution" not in key
+    with torch.no_grad():
+        fake_clips = to_extractor_input(generate(tiny_audio_generator(), latents))
+    assert fake_clips.shape == (num_fake, 1, 16384) and fake_clips.dtype == torch.float32
+    expected = calculate_metrics(
+        input1=Samples(fake_clips),
+        input2=Samples(first_real_clips(tone_shards, num_real)),
+        cuda=False, fid=True, kid=True, isc=True, verbose=False, cache=False, save_cpu_ram=True,
+        feature_extractor=DOMAIN, feature_extractor_weights_path=str(random_audio_extractor),
+        batch_size=cfg.batch_size, kid_subsets=cfg.kid_subsets,
+        kid_subset_size=cfg.kid_subset_size, isc_splits=cfg.isc_splits,
+    )  # fmt: skip
+    ours = report["audio_results"]
+    assert ours["eval/num_samples"] == num_fake
+    assert ours["eval/fid"] == pytest.approx(expected["frechet_inception_distance"], rel=1e-4)
+    assert ours["eval/kid"] == pytest.approx(expected["kernel_inception_distance_mean"], rel=1e-4)
+    assert ours["eval/kid_std"] == pytest.approx(
+        expected["kernel_inception_distance_std"], rel=1e-4
+    )
+    assert ours["eval/is"] == pytest.approx(expected["inception_score_mean"], rel=1e-4)
+    assert ours["eval/fid"] > 0 and ours["eval/kid"] > 0
+
 
 def halves_fids(
-    shards: Path, extractor: Path, noise_stds: list[float]
+    samples: torch.Tensor, extractor: Path, noise_stds: list[float]
 ) -> tuple[list[float], float]:
     """FID between the even and the odd real samples, the odd ones degraded by Gaussian noise of
-    each std (in units of the full pixel range); and FID against pure-noise images."""
+    each std (in units of the full range: pixels 0..255, or waveforms -1..1); and FID against
+    pure noise. Samples are uint8 images [N, 3, H, W] or float clips [N, 1, L]."""
     from gandist.metrics.extractors import create_extractor, metric_layers
 
-    images = first_real_images(shards, 256)
+    audio = samples.is_floating_point()
     layers = metric_layers(DOMAIN)
     model = create_extractor(DOMAIN, list(layers.values()), str(extractor), torch.device("cpu"))
     ranks = Ranks(0, 1, torch.device("cpu"))
-    real = sharded.extract(model, images[0::2].split(32), ranks.device)
+    real = sharded.extract(model, samples[0::2].split(32), ranks.device)
     reference = sharded.Reference(
         sharded.fid_features_to_statistics(real[layers["fid"]]), real[layers["kid"]], 128, {}
     )
@@ -148,22 +233,39 @@ def halves_fids(
         return sharded.score(fake, reference, layers, ranks, options)["eval/fid"]
 
     rng = torch.Generator().manual_seed(0)
-    odd = images[1::2].float()
+    odd = samples[1::2].float()
     fids = []
     for std in noise_stds:
-        noisy = odd + std * 255 * torch.randn(odd.shape, generator=rng)
-        fids.append(fid(noisy.round().clamp(0, 255).to(torch.uint8)))
-    pure_noise = torch.randint(0, 256, odd.shape, generator=rng, dtype=torch.uint8)
+        if audio:
+            fids.append(fid((odd + 2 * std * torch.randn(odd.shape, generator=rng)).clamp(-1, 1)))
+        else:
+            noisy = odd + std * 255 * torch.randn(odd.shape, generator=rng)
+            fids.append(fid(noisy.round().clamp(0, 255).to(torch.uint8)))
+    if audio:
+        pure_noise = torch.rand(odd.shape, generator=rng) * 2 - 1
+    else:
+        pure_noise = torch.randint(0, 256, odd.shape, generator=rng, dtype=torch.uint8)
     return fids, fid(pure_noise)
 
 
 def test_fid_between_real_halves_is_near_zero_and_grows_with_noise(
     glyph_shards: Path, trained_extractor: Path
 ) -> None:
-    fids, noise_fid = halves_fids(glyph_shards, trained_extractor, [0.0, 0.05, 0.1, 0.2, 0.4])
+    images = first_real_images(glyph_shards, 256)
+    fids, noise_fid = halves_fids(images, trained_extractor, [0.0, 0.05, 0.1, 0.2, 0.4])
     assert all(math.isfinite(f) for f in fids)
     assert fids == sorted(fids) and fids[-1] > 2 * fids[0], fids
     # Near 0 on the scale of a useless generator (128 samples a side leave a small bias).
+    assert fids[0] < 0.1 * noise_fid, (fids, noise_fid)
+
+
+def test_fid_between_real_tone_halves_is_small_and_grows_with_noise(
+    tone_shards: Path, trained_audio_extractor: Path
+) -> None:
+    clips = first_real_clips(tone_shards, 256)
+    fids, noise_fid = halves_fids(clips, trained_audio_extractor, [0.0, 0.01, 0.05, 0.2])
+    assert all(math.isfinite(f) for f in fids)
+    assert fids == sorted(fids) and fids[-1] > 2 * fids[0], fids
     assert fids[0] < 0.1 * noise_fid, (fids, noise_fid)
 
 
@@ -201,14 +303,16 @@ def test_reference_cache_is_reused_and_invalidated_by_changed_shards(
     assert len(list((tmp_path / "cache").glob("reference-*.pt"))) == 2
 
 
-def test_training_evaluates_logs_keeps_best_and_gandist_eval_matches_on_one_and_two_ranks(
+def test_training_evaluates_by_images_logs_keeps_best_and_gandist_eval_matches_on_1_and_2_ranks(
     tmp_path: Path, glyph_shards: Path, random_extractor: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(
         run_dir, glyph_shards,
         **{
-            "tracking.wandb": False, "eval.every": 2, "eval.num_samples": 48, "eval.num_real": 64,
+            # 8 images a step: the count crosses 14 at step 2 and 28 at step 4 (also the last).
+            "tracking.wandb": False, "eval.every_images": 14, "eval.num_samples": 48,
+            "eval.num_real": 64,
             "eval.batch_size": 16, "eval.extractor": DOMAIN, "eval.weights_path": random_extractor,
             "eval.cache_dir": tmp_path / "cache", "eval.kid_subset_size": 32,
             "eval.kid_subsets": 10, "eval.max_share": 1.0,
@@ -313,7 +417,7 @@ def test_train_extractor_learns_the_glyph_classes_and_registers_with_torch_fidel
     register_domain_extractor()
     images = first_real_images(glyph_shards, 64)
     metrics = calculate_metrics(
-        input1=Uint8Images(images), cuda=False, isc=True, verbose=False, cache=False,
+        input1=Samples(images), cuda=False, isc=True, verbose=False, cache=False,
         save_cpu_ram=True, feature_extractor=DOMAIN, feature_extractor_weights_path=str(trained_extractor),
         isc_splits=2,
     )  # fmt: skip
@@ -324,10 +428,125 @@ def test_pacer_postpones_an_evaluation_that_would_exceed_its_share() -> None:
     ranks = Ranks(0, 1, torch.device("cpu"))
     pacer = EvalPacer(every=10, max_share=0.1, estimate_s=0.0)
     assert not pacer.due(9) and pacer.due(10)
-    assert pacer.decide(10, ranks) and pacer.next_step == 20
+    assert pacer.decide(10, ranks) and pacer.next_at == 20
     pacer.start -= 10.0  # 10 s of training so far ...
     pacer.record(5.0)  # ... and one evaluation that took 5 s: 50% > 10%
     assert not pacer.decide(20, ranks)
-    assert pacer.next_step > 20
+    assert pacer.next_at > 20
     pacer.start -= 1000.0
-    assert pacer.decide(pacer.next_step, ranks)
+    assert pacer.decide(pacer.next_at, ranks)
+
+
+@pytest.mark.parametrize("images_per_step", [48, 36, 100, 250])
+def test_pacer_by_images_runs_once_each_time_the_count_crosses_a_multiple(
+    images_per_step: int,
+) -> None:
+    ranks = Ranks(0, 1, torch.device("cpu"))
+    pacer = EvalPacer(every=100, max_share=1.0, unit="images")
+    ran_at = []
+    for step in range(1, 41):
+        images = step * images_per_step
+        if pacer.due(images) and pacer.decide(images, ranks):
+            ran_at.append(images)
+    # The first count at or past each multiple of 100 reached (several at once if one batch
+    # jumps more than one multiple), never an exact multiple only.
+    expected = sorted({-(-m // images_per_step) * images_per_step
+                       for m in range(100, 40 * images_per_step + 1, 100)})  # fmt: skip
+    assert ran_at == expected, (ran_at, expected)
+    if images_per_step == 48:
+        assert ran_at[:4] == [144, 240, 336, 432]
+
+
+def test_pacer_by_images_resumes_from_the_images_already_seen() -> None:
+    pacer = EvalPacer(every=100, max_share=1.0, start_at=250, unit="images")
+    assert not pacer.due(299) and pacer.due(336)
+
+
+def test_eval_every_and_every_images_are_exclusive_and_either_turns_evaluation_on() -> None:
+    with pytest.raises(ConfigError, match=r"eval.every=2 and eval.every_images=100 are both set"):
+        load_config(None, ["eval.every=2", "eval.every_images=100"])
+    with pytest.raises(ConfigError, match="eval.every_images must be >= 0"):
+        load_config(None, ["eval.every_images=-1"])
+    assert not load_config(None, []).eval.enabled
+    assert load_config(None, ["eval.every_images=100"]).eval.enabled
+    assert load_config(None, ["eval.every=5"]).eval.enabled
+
+
+def test_train_extractor_learns_the_tone_classes_and_saves_an_audio_extractor(
+    tone_shards: Path, trained_audio_extractor: Path
+) -> None:
+    payload = torch.load(trained_audio_extractor, weights_only=True)
+    assert payload["kind"] == "audio"
+    assert payload["hparams"]["sample_rate"] == 16000 and payload["hparams"]["length"] == 16384
+    model, info = load_classifier(trained_audio_extractor)
+    assert isinstance(model, AudioClassifier) and model.kind == "audio"
+    assert info["kind"] == "audio" and info["num_classes"] == 8 and info["num_val"] == 26
+    assert info["val_accuracy"] > 0.5, info  # 8 classes: chance is 0.125
+
+    from torch_fidelity import calculate_metrics
+
+    register_domain_extractor()
+    metrics = calculate_metrics(
+        input1=Samples(first_real_clips(tone_shards, 64)), cuda=False, isc=True, verbose=False,
+        cache=False, save_cpu_ram=True, feature_extractor=DOMAIN,
+        feature_extractor_weights_path=str(trained_audio_extractor), isc_splits=2,
+    )  # fmt: skip
+    assert metrics["inception_score_mean"] > 1.5
+
+
+def test_an_extractor_of_the_wrong_kind_is_refused_naming_both(
+    tmp_path: Path,
+    tone_shards: Path,
+    glyph_shards: Path,
+    random_extractor: Path,
+    random_audio_extractor: Path,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    register_domain_extractor()
+    from gandist.metrics.extractors import create_extractor
+
+    audio = create_extractor(DOMAIN, ["features"], str(random_audio_extractor), torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"trained on audio .* got images uint8 \[2, 3, 32, 32\]"):
+        audio(torch.zeros(2, 3, 32, 32, dtype=torch.uint8))
+    image = create_extractor(DOMAIN, ["features"], str(random_extractor), torch.device("cpu"))
+    with pytest.raises(ValueError, match=r"trained on images .* got audio float32 \[2, 1, 4096\]"):
+        image(torch.zeros(2, 1, 4096))
+
+    cfg = EvalConfig(extractor=DOMAIN, weights_path=str(random_audio_extractor), num_real=8)
+    with pytest.raises(ConfigError, match=r"is an audio extractor, but data.kind=image"):
+        Evaluator(cfg, DataConfig(shards=str(glyph_shards)))
+    with pytest.raises(
+        ConfigError, match=r"trained on audio at 16000 Hz, but data.sample_rate=8000"
+    ):
+        Evaluator(cfg, DataConfig(shards=str(tone_shards), kind="audio", sample_rate=8000))
+    image_cfg = EvalConfig(extractor=DOMAIN, weights_path=str(random_extractor), num_real=8)
+    with pytest.raises(ConfigError, match=r"is an image extractor, but data.kind=audio"):
+        Evaluator(image_cfg, DataConfig(shards=str(tone_shards), kind="audio"))
+    with pytest.raises(ConfigError, match=r"eval.extractor=inception-v3-compat scores images, but "
+                       r"data.kind=audio"):  # fmt: skip
+        check_extractor_kind(INCEPTION, None, DataConfig(shards=str(tone_shards), kind="audio"))
+
+    # Forcing the wrong kind when training names it and what it found instead.
+    code = cli.main(["metrics", "train-extractor", str(tone_shards), "--out",
+                     str(tmp_path / "x.pt"), "--kind", "image", "--quiet"])  # fmt: skip
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "no labelled image samples" in err and "no image member" in err and "flac" in err
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_audio_reference_cache_key_follows_sample_rate_and_length(tone_shards: Path) -> None:
+    def key(fmt: SampleFormat) -> str:
+        return sharded.reference_key(
+            str(tone_shards), extractor=DOMAIN, weights_digest="x", layers={"fid": "features"},
+            fmt=fmt, num=64,
+        )[0]  # fmt: skip
+
+    audio = SampleFormat(kind="audio", sample_rate=16000, length=16384)
+    assert key(audio) == key(SampleFormat(kind="audio", sample_rate=16000, length=16384))
+    assert key(audio) != key(SampleFormat(kind="audio", sample_rate=16000, length=8192))
+    assert key(audio) != key(SampleFormat(kind="audio", sample_rate=22050, length=16384))
+    # An audio key ignores image settings (and the reverse).
+    assert key(audio) == key(SampleFormat(kind="audio", resolution=64, length=16384))
+    assert key(SampleFormat()) != key(SampleFormat(resolution=64))
+    assert key(SampleFormat()) == key(SampleFormat(length=8192))

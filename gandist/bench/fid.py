@@ -81,10 +81,13 @@ def worker_torch_fidelity(args: argparse.Namespace) -> dict[str, Any]:
         get_cacheable_input_name,
     )
 
-    from gandist.metrics.sharded import Ranks, real_samples, to_extractor_input
+    from gandist.metrics.sharded import Ranks, SampleFormat, real_samples, to_extractor_input
 
     _, images, _ = real_samples(
-        args.shards, RESOLUTION, 3, args.num_real, Ranks(0, 1, torch.device("cpu"))
+        args.shards,
+        SampleFormat(resolution=RESOLUTION, channels=3),
+        args.num_real,
+        Ranks(0, 1, torch.device("cpu")),
     )
     reals = torch.stack(list(images))
 

@@ -14,6 +14,7 @@ from torch import nn
 
 from gandist.config import DataConfig, EvalConfig
 from gandist.metrics.extractors import (
+    check_extractor_kind,
     create_extractor,
     file_digest,
     metric_layers,
@@ -22,6 +23,7 @@ from gandist.metrics.extractors import (
 from gandist.metrics.sharded import (
     Ranks,
     Reference,
+    SampleFormat,
     ScoreOptions,
     default_cache_dir,
     generated_features,
@@ -55,6 +57,9 @@ def exact_float32() -> Iterator[None]:
 class Evaluator:
     """Scores a generator with FID, KID and IS on every rank of the current process group.
 
+    Images or audio, per `data.kind`: generated samples are [B, C, H, W] or [B, 1, L] in
+    [-1, 1], and audio needs an audio extractor (`gandist metrics train-extractor` on audio).
+
     Construction loads the extractor (failing with a how-to-fetch message when its weights are
     missing); `prepare()` loads or computes the reference statistics; `evaluate(G)` generates,
     extracts and scores. Every rank must make the same calls (they run collectives).
@@ -65,7 +70,9 @@ class Evaluator:
     ) -> None:
         self.cfg, self.data = cfg, data
         self.ranks = Ranks.current(device)
+        check_extractor_kind(cfg.extractor, cfg.weights_path, data)  # before any download
         self.weights_path = resolve_weights(cfg.extractor, cfg.weights_path)
+        self.format = SampleFormat.of(data)
         self.layers = metric_layers(cfg.extractor)
         self.extractor = create_extractor(
             cfg.extractor, list(self.layers.values()), self.weights_path, self.ranks.device
@@ -85,8 +92,7 @@ class Evaluator:
             extractor=self.cfg.extractor,
             weights_digest=file_digest(self.weights_path) if self.weights_path else None,
             layers=self.layers,
-            resolution=self.data.resolution,
-            channels=self.data.channels,
+            fmt=self.format,
             num=self.cfg.num_real,
         )
         root = Path(self.cfg.cache_dir) if self.cfg.cache_dir else default_cache_dir()
@@ -105,8 +111,7 @@ class Evaluator:
                     self.data.shards,
                     self.extractor,
                     self.ranks,
-                    resolution=self.data.resolution,
-                    channels=self.data.channels,
+                    fmt=self.format,
                     num=self.cfg.num_real,
                     batch_size=self.cfg.batch_size,
                 )
@@ -146,8 +151,8 @@ class Evaluator:
         generator.eval()
         start = time.perf_counter()
         with exact_float32():
-            images = generate(generator, latents.to(self.ranks.device), labels)
-            self.extractor(to_extractor_input(images))
+            samples = generate(generator, latents.to(self.ranks.device), labels)
+            self.extractor(to_extractor_input(samples))
         generator.train(was_training)
         extract_s = (time.perf_counter() - start) * math.ceil(
             self.cfg.num_samples / self.ranks.world / batch
@@ -200,44 +205,58 @@ class Evaluator:
 class EvalPacer:
     """Decides when a due evaluation runs so that evaluation stays within `max_share` of wall time.
 
+    Progress is counted in `unit`s: training steps (eval.every) or global images seen
+    (eval.every_images). An evaluation is due once progress reaches the next multiple of
+    `every`: with images, a step whose batch carries the count across a multiple triggers it,
+    even when the batch size does not divide `every`.
+
     Rank 0 measures and decides; the decision is shared, so every rank evaluates at the same
-    step. A due evaluation that does not fit yet is postponed by as many steps as training
-    needs to earn it, at the step time measured so far.
+    step. A due evaluation that does not fit yet is postponed by as much progress as training
+    needs to earn it, at the training speed measured so far.
     """
 
     def __init__(
-        self, every: int, max_share: float, estimate_s: float = 0.0, start_step: int = 0
+        self,
+        every: int,
+        max_share: float,
+        estimate_s: float = 0.0,
+        start_at: int = 0,
+        unit: str = "steps",
     ) -> None:
-        self.every, self.max_share = every, max_share
+        assert every >= 1, every
+        self.every, self.max_share, self.unit = every, max_share, unit
         self.start = time.perf_counter()
-        self.start_step = start_step
+        self.start_at = start_at
         self.eval_s = 0.0
         self.estimate_s = (
             estimate_s  # cost of the next evaluation: the last one's, once there is one
         )
-        self.next_step = (start_step // every + 1) * every
+        self.next_at = self._next_multiple(start_at)
+
+    def _next_multiple(self, progress: int) -> int:
+        return (progress // self.every + 1) * self.every
 
     def share(self) -> float:
         return self.eval_s / max(1e-9, time.perf_counter() - self.start)
 
-    def due(self, step: int) -> bool:
-        return step >= self.next_step
+    def due(self, progress: int) -> bool:
+        return progress >= self.next_at
 
-    def decide(self, step: int, ranks: Ranks) -> bool:
-        """At a due step: run now, or move `next_step` on. The same answer on every rank."""
+    def decide(self, progress: int, ranks: Ranks) -> bool:
+        """When due: run now, or move `next_at` on. The same answer on every rank."""
         delay = 0
         if ranks.rank == 0:
             wall = time.perf_counter() - self.start
             needed_wall = (self.eval_s + self.estimate_s) / self.max_share - self.estimate_s
-            steps_done = step - self.start_step
-            if needed_wall > wall and steps_done > 0:
-                train_s_per_step = max(1e-9, (wall - self.eval_s) / steps_done)
-                delay = max(1, math.ceil((needed_wall - wall) / train_s_per_step))
+            done = progress - self.start_at
+            if needed_wall > wall and done > 0:
+                train_s_per_unit = max(1e-9, (wall - self.eval_s) / done)
+                delay = max(1, math.ceil((needed_wall - wall) / train_s_per_unit))
         delay = ranks.all_gather_object(delay)[0]
         if delay:
-            self.next_step = step + delay
+            self.next_at = progress + delay
             return False
-        self.next_step = (step // self.every + 1) * self.every
+        self.next_at = self._next_multiple(progress)
         return True
 
     def record(self, eval_s: float) -> None:

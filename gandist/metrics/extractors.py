@@ -6,10 +6,14 @@ import hashlib
 import os
 import socket
 from pathlib import Path
+from typing import TYPE_CHECKING
 from unittest import mock
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from gandist.config import DataConfig
 
 INCEPTION = "inception-v3-compat"
 DOMAIN = "gandist-domain"
@@ -110,7 +114,7 @@ def missing_inception_message(reason: str) -> str:
         f"    {hub}\n"
         f"or pass eval.weights_path=/path/to/{name}. "
         f"(Or set eval.extractor={DOMAIN} with a classifier from `gandist metrics train-extractor`, "
-        "or eval.every=0 to train without evaluation.)"
+        "or eval.every=0 and eval.every_images=0 to train without evaluation.)"
     )
 
 
@@ -181,8 +185,47 @@ def write_random_inception_weights(path: str | os.PathLike, seed: int = 0) -> Pa
     return path
 
 
-def preflight(extractor: str, weights_path: str | None) -> None:
-    """Before training starts: the extractor's weights are here (or fetched) and loadable."""
+def check_extractor_kind(name: str, weights_path: str | None, data: DataConfig) -> None:
+    """Raise ConfigError when the extractor cannot score `data.kind` (images or audio).
+
+    torch-fidelity's own extractors score images; a gandist-domain classifier scores what it
+    was trained on, audio at the sample rate it was trained at.
+    """
+    if name != DOMAIN:
+        if data.kind != "image":
+            raise _config_error(
+                f"eval.extractor={name} scores images, but data.kind={data.kind}: use "
+                f"eval.extractor={DOMAIN} with eval.weights_path=extractor.pt from "
+                "`gandist metrics train-extractor` on labelled audio shards"
+            )
+        return
+    if not weights_path:
+        return  # EvalConfig already says a domain extractor needs its file
+    from gandist.metrics.domain import load_classifier
+
+    try:
+        classifier, _ = load_classifier(weights_path)
+    except (ValueError, RuntimeError, KeyError) as err:
+        raise _config_error(f"eval.weights_path: {err}") from None
+    if classifier.kind != data.kind:
+        raise _config_error(
+            f"eval.weights_path={weights_path} is an {classifier.kind} extractor, but "
+            f"data.kind={data.kind}: train one on {data.kind} shards with "
+            "`gandist metrics train-extractor SHARDS --out extractor.pt`"
+        )
+    rate = classifier.hparams.get("sample_rate")
+    if data.kind == "audio" and rate != data.sample_rate:
+        raise _config_error(
+            f"eval.weights_path={weights_path} was trained on audio at {rate} Hz, but "
+            f"data.sample_rate={data.sample_rate}"
+        )
+
+
+def preflight(extractor: str, weights_path: str | None, data: DataConfig | None = None) -> None:
+    """Before training starts: the extractor's weights are here (or fetched) and loadable, and
+    (given the data config) it scores that kind of data."""
+    if data is not None:
+        check_extractor_kind(extractor, weights_path, data)  # before any download
     path = resolve_weights(extractor, weights_path)
     if extractor == DOMAIN:
         from gandist.metrics.domain import load_classifier

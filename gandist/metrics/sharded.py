@@ -1,6 +1,7 @@
 """Sharded scoring: each rank extracts features of its share, all ranks gather, torch-fidelity scores.
 
-Sample `i` (generated or real) belongs to rank `i % world`; gathered features are put back in
+Samples are images or audio clips (`SampleFormat`). Sample `i` (generated or real) belongs to
+rank `i % world`; gathered features are put back in
 index order, so the numbers are those of torch-fidelity in one process on the same samples,
 whatever the number of ranks. FID, KID and IS are then computed by torch-fidelity's own
 statistics functions, each on a different rank, and the results are shared.
@@ -21,15 +22,24 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch_fidelity
-import webdataset as wds
 from torch import nn
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.utils_torch import torch_atomic_save
 
+from gandist.config import DataConfig
 from gandist.data.shards import expand_shards
-from gandist.data.stream import IMAGE_KEYS, ImageTransform, SkipCounter
+from gandist.data.stream import (
+    AUDIO_KEYS,
+    IMAGE_KEYS,
+    AudioTransform,
+    BadSample,
+    ImageTransform,
+    SkipCounter,
+    decode_image,
+    read_shard,
+)
 from gandist.sampling import generate
 
 log = logging.getLogger(__name__)
@@ -94,14 +104,55 @@ def gather_in_order(
     return out
 
 
-def to_extractor_input(images: torch.Tensor) -> torch.Tensor:
-    """Images [B, C, H, W] in [-1, 1] -> uint8 [B, 3, H, W], torch-fidelity's input convention.
+def to_extractor_input(samples: torch.Tensor) -> torch.Tensor:
+    """Samples in [-1, 1] -> what extractors take: images [B, C, H, W] -> uint8 [B, 3, H, W]
+    (torch-fidelity's input convention); audio [B, 1, L] -> float32 [B, 1, L] clipped to [-1, 1].
 
-    Quantising to 8 bits is what saving samples as PNG and scoring them would do; grayscale is
-    repeated to 3 channels because InceptionV3 (and most extractors) expect RGB.
+    Quantising images to 8 bits is what saving samples as PNG and scoring them would do;
+    grayscale is repeated to 3 channels because InceptionV3 (and most extractors) expect RGB.
+    Audio stays float: an audio extractor's front end takes waveforms as they are played.
     """
-    x = images.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+    if samples.dim() == 3:
+        return samples.float().clamp(-1.0, 1.0)
+    x = samples.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
     return x.expand(-1, 3, -1, -1) if x.shape[1] == 1 else x
+
+
+@dataclass(frozen=True)
+class SampleFormat:
+    """What one sample is: an image (resolution, channels) or an audio clip (sample rate, length)."""
+
+    kind: str = "image"
+    resolution: int = 32
+    channels: int = 3
+    sample_rate: int = 16000
+    length: int = 16384
+
+    @classmethod
+    def of(cls, data: DataConfig) -> SampleFormat:
+        return cls(data.kind, data.resolution, data.channels, data.sample_rate, data.length)
+
+    def key(self) -> dict[str, Any]:
+        """What reference statistics depend on: the image size, or the audio rate and length."""
+        if self.kind == "image":
+            return {"kind": "image", "resolution": self.resolution, "channels": self.channels}
+        return {"kind": "audio", "sample_rate": self.sample_rate, "length": self.length}
+
+    def decode(self, sample: dict[str, Any]) -> torch.Tensor:
+        """A raw sample (tar members by extension) -> extractor input for one sample: uint8
+        [3, R, R] or float [1, L]. Raises BadSample naming the shard and key when it can't."""
+        keys = IMAGE_KEYS if self.kind == "image" else AUDIO_KEYS
+        name = next((k for k in keys if k in sample), None)
+        url, key = sample.get("__url__", ""), sample.get("__key__", "")
+        if name is None:
+            raise BadSample(url, key, f"no {self.kind} member ({'/'.join(keys)})")
+        try:
+            if self.kind == "image":
+                image = ImageTransform(self.resolution, self.channels)(decode_image(sample[name]))
+                return to_extractor_input(image[None])[0]
+            return AudioTransform(self.sample_rate, self.length)(sample[name])
+        except Exception as err:  # any decoder error is this sample's fault
+            raise BadSample(url, key, f"{name}: {type(err).__name__}: {err}") from None
 
 
 @torch.no_grad()
@@ -153,35 +204,33 @@ def generated_features(
 
 
 def real_samples(
-    shards: str, resolution: int, channels: int, num: int, ranks: Ranks
+    shards: str, fmt: SampleFormat, num: int, ranks: Ranks
 ) -> tuple[list[int], Iterator[torch.Tensor], SkipCounter]:
-    """This rank's share of the first `num` samples of the sorted shards, as uint8 [C, R, R].
+    """This rank's share of the first `num` samples of the sorted shards, as extractor input
+    (uint8 [3, R, R] images or float [1, L] clips).
 
     Every rank walks the same tar members in order (reading bytes is cheap) and decodes only
     its own, so the reference set does not depend on the number of ranks.
-    Returns (indices, filled as the images are drawn; the image iterator; the skip counter).
+    Returns (indices, filled as the samples are drawn; the sample iterator; the skip counter).
     """
-    transform = ImageTransform(resolution, channels)
     handler = SkipCounter()
-    raw = wds.tarfile_to_samples(handler=handler)(iter({"url": u} for u in expand_shards(shards)))
+    urls = expand_shards(shards)
+    raw = itertools.chain.from_iterable(read_shard(url, handler) for url in urls)
     indices: list[int] = []
 
-    def mine() -> Iterator[dict[str, Any]]:
+    def decoded() -> Iterator[torch.Tensor]:
         for index, sample in enumerate(itertools.islice(raw, num)):
-            if index % ranks.world == ranks.rank:
-                sample["__index__"] = index
-                yield sample
-
-    def images() -> Iterator[torch.Tensor]:
-        for sample in wds.decode("pil", handler=handler)(mine()):
-            image = next((sample[k] for k in IMAGE_KEYS if k in sample), None)
-            if image is None:
-                handler(KeyError(f"sample {sample.get('__key__')} has no image"))
+            if index % ranks.world != ranks.rank:
                 continue
-            indices.append(sample["__index__"])
-            yield to_extractor_input(transform(image)[None])[0]
+            try:
+                value = fmt.decode(sample)
+            except BadSample as err:
+                handler(err)
+                continue
+            indices.append(index)
+            yield value
 
-    return indices, images(), handler
+    return indices, decoded(), handler
 
 
 def batched(items: Iterator[torch.Tensor], batch_size: int) -> Iterator[torch.Tensor]:
@@ -194,14 +243,13 @@ def real_features(
     extractor: nn.Module,
     ranks: Ranks,
     *,
-    resolution: int,
-    channels: int,
+    fmt: SampleFormat,
     num: int,
     batch_size: int,
 ) -> dict[str, torch.Tensor]:
     """Features of the first `num` real samples, extracted `1/world` per rank and gathered in order."""
-    indices, images, handler = real_samples(shards, resolution, channels, num, ranks)
-    features = extract(extractor, batched(images, batch_size), ranks.device)
+    indices, samples, handler = real_samples(shards, fmt, num, ranks)
+    features = extract(extractor, batched(samples, batch_size), ranks.device)
     if handler.count:
         log.warning(
             "reference statistics: skipped %d bad samples on rank %d", handler.count, ranks.rank
@@ -223,13 +271,13 @@ def reference_key(
     extractor: str,
     weights_digest: str | None,
     layers: dict[str, str],
-    resolution: int,
-    channels: int,
+    fmt: SampleFormat,
     num: int,
 ) -> tuple[str, dict[str, Any]]:
     """A digest of everything the reference statistics depend on, and the description hashed.
 
     Shards count by path, size and modification time: rewriting them invalidates the cache.
+    Images key on resolution and channels, audio on sample rate and clip length.
     """
     shard_ids = []
     for url in expand_shards(shards):
@@ -241,8 +289,7 @@ def reference_key(
         "extractor": extractor,
         "weights": weights_digest,
         "layers": layers,
-        "resolution": resolution,
-        "channels": channels,
+        **fmt.key(),
         "num_real": num,
         "torch_fidelity": torch_fidelity.__version__,
     }

@@ -48,7 +48,7 @@ def evaluate_checkpoint(
         run_or_checkpoint = marked
     weights, folder = load_generator_weights(run_or_checkpoint)
     cfg = load_config(folder / CONFIG_FILE, overrides)
-    preflight(cfg.eval.extractor, cfg.eval.weights_path)
+    preflight(cfg.eval.extractor, cfg.eval.weights_path, cfg.data)
     # Joins the process group a launcher (torchrun, accelerate launch, srun) set up, if any.
     accelerator = build_accelerator("fp32")
     generator, _ = MODELS.get(cfg.model.name)(cfg.model, cfg.data.resolution, cfg.data.channels)

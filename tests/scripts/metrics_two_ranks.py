@@ -1,6 +1,10 @@
 """Run under torchrun with 2 gloo ranks: sharded scores, then a second Evaluator that must hit the cache.
 
 Usage: metrics_two_ranks.py SHARDS EXTRACTOR CACHE_DIR OUT_JSON NUM_FAKE NUM_REAL
+           [AUDIO_SHARDS AUDIO_EXTRACTOR]
+
+With audio shards and an audio extractor it also scores a stand-in audio generator against
+them in the same launch (starting a process group costs more than the scoring).
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ import sys
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from gandist.config import DataConfig, EvalConfig, ModelConfig
 from gandist.metrics.evaluate import Evaluator
@@ -22,6 +27,26 @@ def tiny_generator() -> torch.nn.Module:
     torch.manual_seed(0)
     generator, _ = MODELS.get("dcgan")(TINY_MODEL, 32, 3)
     return generator
+
+
+class TinyAudioGenerator(torch.nn.Module):
+    """A stand-in audio generator (no audio GAN family exists): latents [B, 16] -> [B, 1, L]."""
+
+    latent_dim = 16
+
+    def __init__(self, length: int) -> None:
+        super().__init__()
+        self.length = length
+        self.net = torch.nn.Linear(self.latent_dim, 256)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        coarse = self.net(latents)[:, None]  # [B, 1, 256]
+        return torch.tanh(F.interpolate(coarse, size=self.length, mode="linear"))
+
+
+def tiny_audio_generator(length: int = 16384) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return TinyAudioGenerator(length)
 
 
 def eval_config(extractor: str, cache_dir: str, num_fake: int, num_real: int) -> EvalConfig:
@@ -56,6 +81,13 @@ def main() -> None:
         "num_real": first.reference.num,
         "results_per_rank": first.ranks.all_gather_object(results["eval/fid"]),
     }
+    if len(sys.argv) > 7:
+        tones, audio_extractor = sys.argv[7:9]
+        audio_cfg = eval_config(audio_extractor, cache_dir, num_fake, num_real)
+        audio = Evaluator(audio_cfg, DataConfig(shards=tones, kind="audio"))
+        report["audio_results"] = audio.evaluate(tiny_audio_generator())
+        report["audio_num_real"] = audio.reference.num
+        report["audio_cache_key"] = audio.cache_path()[1]
     if dist.get_rank() == 0:
         with open(out, "w") as f:
             json.dump(report, f)
