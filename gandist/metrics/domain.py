@@ -11,12 +11,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 import webdataset as wds
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
+from gandist.data import audio
 from gandist.data.shards import expand_shards, read_manifest
 from gandist.data.stream import (
     AUDIO_KEYS,
@@ -320,7 +322,7 @@ _GIVE_UP_AFTER_BAD = 64  # bad samples before the first good one that end the re
 def labelled_samples(
     shards: str,
     kind: str,
-    transform: Callable[[Any], torch.Tensor],
+    transform: Callable[[Any], np.ndarray],
     max_samples: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Every (sample, label) of the shards in order: ([N, ...], int64 [N], number of bad samples).
@@ -331,7 +333,7 @@ def labelled_samples(
     audio as float [N, 1, L] in [-1, 1].
     """
     handler = SkipCounter()
-    values: list[torch.Tensor] = []
+    values: list[np.ndarray] = []
     labels: list[int] = []
 
     def raw() -> Iterator[dict[str, Any]]:
@@ -357,7 +359,9 @@ def labelled_samples(
             f"{shards}: no labelled {kind} samples (a {'/'.join(ToExample(transform, kind).keys)} "
             f"member and a `cls` entry per sample); {handler.count} read and skipped{example}"
         )
-    return torch.stack(values), torch.tensor(labels), handler.count
+    if kind == "audio":  # 16-bit clips come as int16 (see `AudioTransform`)
+        values = [audio.pcm16_to_float(v) if v.dtype == np.int16 else v for v in values]
+    return torch.from_numpy(np.stack(values)), torch.tensor(labels), handler.count
 
 
 def _batches(num: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
@@ -411,7 +415,7 @@ def train_classifier(
     if kind == "image":
         resolution = resolution or int(manifest.get("resolution", 32))
         channels = channels or int(manifest.get("channels", 3))
-        transform: Callable[[Any], torch.Tensor] = ImageTransform(resolution, channels).to_uint8
+        transform: Callable[[Any], np.ndarray] = ImageTransform(resolution, channels).to_uint8
     else:
         sample_rate = sample_rate or int(manifest.get("sample_rate", 16000))
         length = length or int(manifest.get("length", 16384))

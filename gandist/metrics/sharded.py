@@ -29,11 +29,11 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.utils_torch import torch_atomic_save
 
 from gandist.config import DataConfig
+from gandist.data import audio
 from gandist.data.shards import expand_shards
 from gandist.data.stream import (
     AUDIO_KEYS,
     IMAGE_KEYS,
-    AudioTransform,
     BadSample,
     ImageTransform,
     SkipCounter,
@@ -150,7 +150,7 @@ class SampleFormat:
             if self.kind == "image":
                 image = ImageTransform(self.resolution, self.channels)(decode_image(sample[name]))
                 return to_extractor_input(image[None])[0]
-            return AudioTransform(self.sample_rate, self.length)(sample[name])
+            return audio.load_clip(sample[name], self.sample_rate, self.length)
         except Exception as err:  # any decoder error is this sample's fault
             raise BadSample(url, key, f"{name}: {type(err).__name__}: {err}") from None
 
