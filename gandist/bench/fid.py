@@ -192,21 +192,28 @@ def bench_fid(num: int, num_real: int, ranks: list[int], batch_size: int = 64) -
         # Our reference cache, computed once untimed (as a training run does before its first step).
         warm = argparse.Namespace(**{**vars(args), "num": min(num, 16)})
         _run_worker("ours", 1, warm)
-        rows = [
-            {"path": "torch-fidelity calculate_metrics", **_run_worker("torch-fidelity", 1, args)}
-        ]
-        for count in ranks:
-            rows.append({"path": "gandist sharded", **_run_worker("ours", count, args)})
-    base = rows[0]["score_s"]
-    print(
-        f"{'path':34} {'ranks':>5} {'threads/rank':>12} {'score_s':>9} {'samples/s':>10} "
-        f"{'speedup':>8} {'FID':>10}"
-    )
-    for row in rows:
         print(
-            f"{row['path']:34} {row['world']:>5} {row['threads']:>12} {row['score_s']:>9.1f} "
-            f"{num / row['score_s']:>10.1f} {base / row['score_s']:>7.2f}x {row['eval/fid']:>10.4g}"
+            f"{'path':34} {'ranks':>5} {'threads/rank':>12} {'score_s':>9} {'samples/s':>10} "
+            f"{'speedup':>8} {'FID':>10}",
+            flush=True,
         )
+        runs = [("torch-fidelity", 1)] + [("ours", count) for count in ranks]
+        rows: list[dict] = []
+        for mode, count in runs:  # each row printed as it lands: a 10k run takes long on CPUs
+            path = (
+                "torch-fidelity calculate_metrics"
+                if mode == "torch-fidelity"
+                else "gandist sharded"
+            )
+            row = {"path": path, **_run_worker(mode, count, args)}
+            rows.append(row)
+            base = rows[0]["score_s"]
+            print(
+                f"{row['path']:34} {row['world']:>5} {row['threads']:>12} {row['score_s']:>9.1f} "
+                f"{num / row['score_s']:>10.1f} {base / row['score_s']:>7.2f}x "
+                f"{row['eval/fid']:>10.4g}",
+                flush=True,
+            )
     print(
         "speedup: torch-fidelity's time / this row's (>1 is faster). FIDs differ slightly: "
         "torch-fidelity draws its own latents."
