@@ -17,7 +17,12 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gandist.config import ConfigError, ModelConfig
-from gandist.models.layers import DBlock, GBlock, ProjectionHead, conv_weights
+from gandist.models.layers import (
+    GBlock,
+    ProjectionHead,
+    conv_weights,
+    resnet_discriminator_blocks,
+)
 from gandist.registry import MODELS
 
 SHARED_EMBEDDING_DIM = 128
@@ -63,11 +68,7 @@ class BigGANDiscriminator(nn.Module):
     def __init__(self, width: int, resolution: int, channels: int, num_classes: int) -> None:
         super().__init__()
         ch = 4 * width
-        num_down = max(2, int(math.log2(resolution)) - 3)
-        blocks = [DBlock(channels, ch, first=True)]
-        blocks += [DBlock(ch, ch) for _ in range(num_down - 1)]
-        blocks += [DBlock(ch, ch, downsample=False) for _ in range(2)]
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = resnet_discriminator_blocks(channels, ch, resolution)
         self.head = ProjectionHead(ch, num_classes)
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -105,6 +107,18 @@ class DBlock(nn.Module):
             return h + x
         skip = self.skip(self._pool(x)) if self.first else self._pool(self.skip(x))
         return h + skip
+
+
+def resnet_discriminator_blocks(channels: int, ch: int, resolution: int) -> nn.Sequential:
+    """The SNGAN / BigGAN discriminator trunk: [B, channels, R, R] -> [B, ch, R', R'].
+
+    Down-sampling blocks to 8x8 (at least two), then two blocks at constant size.
+    """
+    num_down = max(2, int(math.log2(resolution)) - 3)
+    blocks = [DBlock(channels, ch, first=True)]
+    blocks += [DBlock(ch, ch) for _ in range(num_down - 1)]
+    blocks += [DBlock(ch, ch, downsample=False) for _ in range(2)]
+    return nn.Sequential(*blocks)
 
 
 class ProjectionHead(nn.Module):

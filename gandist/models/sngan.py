@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gandist.config import ConfigError, ModelConfig
-from gandist.models.layers import DBlock, GBlock, ProjectionHead
+from gandist.models.layers import GBlock, ProjectionHead, resnet_discriminator_blocks
 from gandist.registry import MODELS
 
 
@@ -39,12 +39,7 @@ class ResNetDiscriminator(nn.Module):
     def __init__(self, width: int, resolution: int, channels: int) -> None:
         super().__init__()
         ch = 2 * width
-        # Two down-sampling blocks, then blocks at constant size down to 8x8 at 32 px.
-        num_down = max(2, int(math.log2(resolution)) - 3)
-        blocks = [DBlock(channels, ch, first=True)]
-        blocks += [DBlock(ch, ch) for _ in range(num_down - 1)]
-        blocks += [DBlock(ch, ch, downsample=False) for _ in range(2)]
-        self.blocks = nn.Sequential(*blocks)
+        self.blocks = resnet_discriminator_blocks(channels, ch, resolution)
         self.head = ProjectionHead(ch)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
