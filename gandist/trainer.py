@@ -52,6 +52,8 @@ class TrainState:
     images_seen: int = 0
     data_positions: list[list[int]] = field(default_factory=list)
     """Each rank's StreamPosition (as a list) when the checkpoint was taken."""
+    data_counts: list[int] = field(default_factory=lambda: [0, 0])
+    """Bad samples skipped and samples read, summed over ranks, when the checkpoint was taken."""
 
     def state_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -60,6 +62,7 @@ class TrainState:
         self.step = int(state["step"])
         self.images_seen = int(state["images_seen"])
         self.data_positions = [list(row) for row in state.get("data_positions", [])]
+        self.data_counts = [int(n) for n in state.get("data_counts", [0, 0])]
 
 
 def _isolated_from_global_rng(batches: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -195,6 +198,9 @@ class Trainer:
     def _data_iterator(self) -> Iterator[dict[str, Any]]:
         if self._batches is not None:
             return iter(self._batches)
+        if self.accelerator.process_index == 0:
+            # Rank 0 carries the run's totals on, so the sums over ranks continue across resumes.
+            self.data_health.num_skipped, self.data_health.num_read = self.state.data_counts
         num_roles = max(1, self.cfg.data.num_workers)
         self.stream_position = self._saved_stream_position(num_roles)
         seed = self.cfg.train.seed
@@ -228,11 +234,15 @@ class Trainer:
             return None
         return StreamPosition.from_list(rows[self.accelerator.process_index])
 
-    def _gather_stream_positions(self) -> None:
+    def _gather_data_state(self) -> None:
+        """Every rank's stream position and the bad-data totals, for the checkpoint (collective)."""
         if self.stream_position is None:
             return
         local = torch.tensor([self.stream_position.to_list()], device=self.device)
         self.state.data_positions = self.accelerator.gather(local).tolist()
+        health = self.data_health
+        counts = torch.tensor([health.num_skipped, health.num_read], device=self.device)
+        self.state.data_counts = self.accelerator.reduce(counts, reduction="sum").tolist()
 
     @property
     def device(self) -> torch.device:
@@ -690,7 +700,7 @@ class Trainer:
 
     def save_checkpoint(self) -> Path:
         self._last_saved_step = self.state.step
-        self._gather_stream_positions()
+        self._gather_data_state()
         modules = {"generator": self.generator, "discriminator": self.discriminator}
         if self.ema is not None:
             modules["generator_ema"] = self.ema.module

@@ -89,3 +89,19 @@ def test_a_run_with_a_few_bad_samples_logs_them_and_trains_on(
     skipped = 4 if first_in_epoch_1.endswith("zz-broken.tar") else 2
     assert rows[-1]["data/skipped"] == skipped
     assert rows[-1]["data/bad_fraction"] == pytest.approx(skipped / (264 + skipped))
+
+    # A resumed run counts on from the checkpoint's totals instead of starting from zero.
+    Trainer(
+        load_config(
+            None,
+            [*overrides, "tracking.wandb=false", "data.shuffle_buffer=0", "train.steps=44"]
+            + ["resume=latest"],
+        )
+    ).train()
+    rows = [
+        json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert [r["step"] for r in rows] == [11, 22, 33, 44]
+    total = rows[-1]["data/skipped"]
+    assert total >= skipped
+    assert rows[-1]["data/bad_fraction"] == pytest.approx(total / (44 * 8 + total))
