@@ -340,7 +340,8 @@ class ImageTransform:
         The stream batches these and scales whole batches in the training process
         (`to_torch_batch`): the same values as `__call__`, a quarter of the bytes to pass on.
         """
-        image = image.convert(self.mode)
+        if image.mode != self.mode:
+            image = image.convert(self.mode)
         if image.size != (self.resolution, self.resolution):
             image = TF.center_crop(TF.resize(image, self.resolution), self.resolution)
         pixels = np.asarray(image)
@@ -558,8 +559,9 @@ def build_loader(
     world_size: int,
     seed: int,
     position: StreamPosition | None = None,
-) -> torch.utils.data.DataLoader:
-    """A DataLoader over this rank's stream (images or audio, per `data.kind`).
+) -> wds.WebLoader:
+    """A DataLoader over this rank's stream (images or audio, per `data.kind`), yielding
+    {"image" [B, C, H, W] | "audio" [B, 1, L] float in [-1, 1], "label" [B], ...} batches.
 
     Workers decode and batch, the loader only forwards. It is deliberately not passed through
     `accelerator.prepare`: that would make rank 0 read every batch and broadcast it, instead of
