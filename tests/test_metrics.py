@@ -142,8 +142,6 @@ def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
     tone_shards: Path,
     random_audio_extractor: Path,
 ) -> None:
-    from torch_fidelity import calculate_metrics
-
     register_domain_extractor()  # what a user does before torch-fidelity's own calls
     num_fake, num_real = 101, 150  # odd: the ranks hold 51 and 50 samples
     out = tmp_path / "two_ranks.json"
@@ -165,23 +163,8 @@ def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
     latents, _ = evaluation_latents(num_fake, 16, 0, cfg.seed)
     with torch.no_grad():
         fakes = to_extractor_input(generate(generator, latents))
-    expected = calculate_metrics(
-        input1=Samples(fakes),
-        input2=Samples(first_real_images(glyph_shards, num_real)),
-        cuda=False, fid=True, kid=True, isc=True, verbose=False, cache=False, save_cpu_ram=True,
-        feature_extractor=DOMAIN, feature_extractor_weights_path=str(random_extractor),
-        batch_size=cfg.batch_size, kid_subsets=cfg.kid_subsets,
-        kid_subset_size=cfg.kid_subset_size, isc_splits=cfg.isc_splits,
-    )  # fmt: skip
-    ours = report["results"]
-    assert ours["eval/num_samples"] == num_fake
-    assert ours["eval/fid"] == pytest.approx(expected["frechet_inception_distance"], rel=1e-4)
-    assert ours["eval/kid"] == pytest.approx(expected["kernel_inception_distance_mean"], rel=1e-4)
-    assert ours["eval/kid_std"] == pytest.approx(
-        expected["kernel_inception_distance_std"], rel=1e-4
-    )
-    assert ours["eval/is"] == pytest.approx(expected["inception_score_mean"], rel=1e-4)
-    assert ours["eval/fid"] > 0 and ours["eval/kid"] > 0
+    real_images = first_real_images(glyph_shards, num_real)
+    assert_equal_to_torch_fidelity(report["results"], fakes, real_images, random_extractor, cfg)
 
     # Audio: generated clips [B, 1, L] and the real tones, through the registered audio extractor.
     assert report["audio_num_real"] == num_real
@@ -191,16 +174,26 @@ def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
     with torch.no_grad():
         fake_clips = to_extractor_input(generate(tiny_audio_generator(), latents))
     assert fake_clips.shape == (num_fake, 1, 16384) and fake_clips.dtype == torch.float32
+    real_clips = first_real_clips(tone_shards, num_real)
+    assert_equal_to_torch_fidelity(
+        report["audio_results"], fake_clips, real_clips, random_audio_extractor, cfg
+    )
+
+
+def assert_equal_to_torch_fidelity(
+    ours: dict, fakes: torch.Tensor, reals: torch.Tensor, weights: Path, cfg
+) -> None:
+    """Our sharded results equal torch-fidelity's single-process calculate_metrics (1e-4 rel)."""
+    from torch_fidelity import calculate_metrics
+
     expected = calculate_metrics(
-        input1=Samples(fake_clips),
-        input2=Samples(first_real_clips(tone_shards, num_real)),
+        input1=Samples(fakes), input2=Samples(reals),
         cuda=False, fid=True, kid=True, isc=True, verbose=False, cache=False, save_cpu_ram=True,
-        feature_extractor=DOMAIN, feature_extractor_weights_path=str(random_audio_extractor),
+        feature_extractor=DOMAIN, feature_extractor_weights_path=str(weights),
         batch_size=cfg.batch_size, kid_subsets=cfg.kid_subsets,
         kid_subset_size=cfg.kid_subset_size, isc_splits=cfg.isc_splits,
     )  # fmt: skip
-    ours = report["audio_results"]
-    assert ours["eval/num_samples"] == num_fake
+    assert ours["eval/num_samples"] == len(fakes)
     assert ours["eval/fid"] == pytest.approx(expected["frechet_inception_distance"], rel=1e-4)
     assert ours["eval/kid"] == pytest.approx(expected["kernel_inception_distance_mean"], rel=1e-4)
     assert ours["eval/kid_std"] == pytest.approx(
