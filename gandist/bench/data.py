@@ -48,12 +48,12 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _child_pids() -> list[int]:
-    """This process's children (its DataLoader workers), from Linux /proc; [] elsewhere."""
+def _child_pids() -> set[int]:
+    """This process's children, from Linux /proc; none elsewhere."""
     tasks = Path(f"/proc/{os.getpid()}/task")
     if not tasks.is_dir():
-        return []
-    return [int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()]
+        return set()
+    return {int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()}
 
 
 def _best(best: tuple[float, float], new: tuple[float, float]) -> tuple[float, float]:
@@ -83,11 +83,12 @@ def pipeline_rate(cfg: DataConfig, batch_size: int, num_samples: int) -> tuple[f
 
     The first batch of every worker is not timed: it pays for process start-up and imports.
     """
+    others = _child_pids()
     loader = build_loader(cfg, batch_size=batch_size, rank=0, world_size=1, seed=0)
     batches = iter(loader)
     for _ in range(max(1, cfg.num_workers)):
         next(batches)
-    workers = _child_pids()
+    workers = _child_pids() - others
     num_batches = max(1, num_samples // batch_size)
     cpu_start = time.process_time() + sum(_cpu_s(pid) for pid in workers)
     start = time.perf_counter()

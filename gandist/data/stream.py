@@ -364,15 +364,15 @@ def decode_image(data: bytes) -> Image.Image:
 class AudioTransform:
     """Encoded clip bytes -> array [1, length]; the rate must be `sample_rate`.
 
-    16-bit mono clips stay int16 (half the bytes to batch and pass on) and are scaled per
-    batch in `to_torch_batch`; other clips are float32 in [-1, 1].
+    Float32 in [-1, 1]; with `keep_pcm16` (the stream), 16-bit mono clips stay int16 (half the
+    bytes to batch and pass on) and are scaled per batch in `to_torch_batch`.
     """
 
-    def __init__(self, sample_rate: int, length: int) -> None:
-        self.sample_rate, self.length = sample_rate, length
+    def __init__(self, sample_rate: int, length: int, keep_pcm16: bool = False) -> None:
+        self.sample_rate, self.length, self.keep_pcm16 = sample_rate, length, keep_pcm16
 
     def __call__(self, data: bytes) -> np.ndarray:
-        return audio.clip_array(data, self.sample_rate, self.length, keep_pcm16=True)
+        return audio.clip_array(data, self.sample_rate, self.length, self.keep_pcm16)
 
 
 def sample_label(sample: dict[str, Any]) -> int:
@@ -394,7 +394,8 @@ class ToExample:
         self.transform, self.kind = transform, kind
         self.keys = IMAGE_KEYS if kind == "image" else AUDIO_KEYS
 
-    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+    def decode(self, sample: dict[str, Any]) -> Any:
+        """The transformed media member of a raw sample; BadSample naming shard and key if none."""
         key, url = sample.get("__key__", ""), sample.get("__url__", "")
         name = next((k for k in self.keys if k in sample), None)
         if name is None:
@@ -404,10 +405,17 @@ class ToExample:
             )
         try:
             data = sample[name]
-            value = self.transform(decode_image(data) if self.kind == "image" else data)
-            label = sample_label(sample)
+            return self.transform(decode_image(data) if self.kind == "image" else data)
         except Exception as err:  # any decoder error is this sample's fault, not the stream's
             raise BadSample(url, key, f"{name}: {type(err).__name__}: {err}") from None
+
+    def __call__(self, sample: dict[str, Any]) -> dict[str, Any]:
+        key, url = sample.get("__key__", ""), sample.get("__url__", "")
+        value = self.decode(sample)
+        try:
+            label = sample_label(sample)
+        except (TypeError, ValueError) as err:
+            raise BadSample(url, key, f"cls: {type(err).__name__}: {err}") from None
         return {
             self.kind: value,
             "label": label,
@@ -577,7 +585,7 @@ def build_loader(
             cfg.resolution, cfg.channels
         ).to_uint8
     else:
-        transform = AudioTransform(cfg.sample_rate, cfg.length)
+        transform = AudioTransform(cfg.sample_rate, cfg.length, keep_pcm16=True)
     pipeline = stream_pipeline(
         urls,
         kind=cfg.kind,

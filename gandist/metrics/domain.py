@@ -18,7 +18,6 @@ import webdataset as wds
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
-from gandist.data import audio
 from gandist.data.shards import expand_shards, read_manifest
 from gandist.data.stream import (
     AUDIO_KEYS,
@@ -359,8 +358,6 @@ def labelled_samples(
             f"{shards}: no labelled {kind} samples (a {'/'.join(ToExample(transform, kind).keys)} "
             f"member and a `cls` entry per sample); {handler.count} read and skipped{example}"
         )
-    if kind == "audio":  # 16-bit clips come as int16 (see `AudioTransform`)
-        values = [audio.pcm16_to_float(v) if v.dtype == np.int16 else v for v in values]
     return torch.from_numpy(np.stack(values)), torch.tensor(labels), handler.count
 
 

@@ -9,6 +9,7 @@ statistics functions, each on a different rank, and the results are shared.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import json
@@ -29,15 +30,13 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.utils_torch import torch_atomic_save
 
 from gandist.config import DataConfig
-from gandist.data import audio
 from gandist.data.shards import expand_shards
 from gandist.data.stream import (
-    AUDIO_KEYS,
-    IMAGE_KEYS,
+    AudioTransform,
     BadSample,
     ImageTransform,
     SkipCounter,
-    decode_image,
+    ToExample,
     read_shard,
 )
 from gandist.sampling import generate
@@ -138,21 +137,19 @@ class SampleFormat:
             return {"kind": "image", "resolution": self.resolution, "channels": self.channels}
         return {"kind": "audio", "sample_rate": self.sample_rate, "length": self.length}
 
+    @functools.cached_property
+    def _decoder(self) -> ToExample:
+        if self.kind == "image":
+            return ToExample(ImageTransform(self.resolution, self.channels), "image")
+        return ToExample(AudioTransform(self.sample_rate, self.length), "audio")
+
     def decode(self, sample: dict[str, Any]) -> torch.Tensor:
         """A raw sample (tar members by extension) -> extractor input for one sample: uint8
         [3, R, R] or float [1, L]. Raises BadSample naming the shard and key when it can't."""
-        keys = IMAGE_KEYS if self.kind == "image" else AUDIO_KEYS
-        name = next((k for k in keys if k in sample), None)
-        url, key = sample.get("__url__", ""), sample.get("__key__", "")
-        if name is None:
-            raise BadSample(url, key, f"no {self.kind} member ({'/'.join(keys)})")
-        try:
-            if self.kind == "image":
-                image = ImageTransform(self.resolution, self.channels)(decode_image(sample[name]))
-                return to_extractor_input(image[None])[0]
-            return audio.load_clip(sample[name], self.sample_rate, self.length)
-        except Exception as err:  # any decoder error is this sample's fault
-            raise BadSample(url, key, f"{name}: {type(err).__name__}: {err}") from None
+        value = self._decoder.decode(sample)
+        if self.kind == "image":
+            return to_extractor_input(value[None])[0]
+        return torch.from_numpy(value)
 
 
 @torch.no_grad()
