@@ -43,10 +43,7 @@ def test_bench_data_prints_stream_against_plain_for_each_worker_count_and_transp
 
     results = bench_transport([0.05, 2], num_batches=4)
     assert [(r["mb"], r["transport"]) for r in results] == [
-        (0.05, "pipe"),
-        (0.05, "shared memory"),
-        (2, "pipe"),
-        (2, "shared memory"),
+        (size, way) for size in (0.05, 2) for way in ("pipe", "shared tensor", "slots")
     ]
     assert all(r["ms"] > 0 for r in results)
     assert cli.main(["bench", "data"]) == 2  # neither shards nor --transport

@@ -172,22 +172,59 @@ def test_tones_are_deterministic_labelled_and_stream_as_audio_batches(tone_shard
     assert all(0 <= label < len(TONE_CLASSES) for label in batch["label"].tolist())
 
 
-@pytest.mark.parametrize("shared_from_bytes", [0, 1 << 40], ids=["shared-memory", "pipe"])
+@pytest.mark.parametrize("transport", ["slots", "pipe"])
 def test_worker_batches_equal_in_process_batches_bit_for_bit(
-    glyph_shards: Path, tone_shards: Path, monkeypatch: pytest.MonkeyPatch, shared_from_bytes: int
+    glyph_shards: Path, tone_shards: Path, monkeypatch: pytest.MonkeyPatch, transport: str
 ) -> None:
-    # Workers pass small batches as arrays through their pipe and large ones in shared memory;
-    # either way the training process must get what the stream made in-process would give.
+    # Workers leave batches in reused shared-memory slots, or send them through their pipe when
+    # no slot fits; either way the training process must get what the in-process stream gives,
+    # also for batches it still holds after their slot was reused (12 batches, 5 slots).
     from gandist.data import stream
 
-    monkeypatch.setattr(stream, "SHARED_MEMORY_MIN_BYTES", shared_from_bytes)  # forked workers
+    if transport == "pipe":  # slots too small for any batch
+        monkeypatch.setattr(
+            stream.BatchSlots, "for_config", classmethod(lambda cls, cfg, *_: cls(1, 5, 64))
+        )
+    seen = []
+    to_torch = stream.BatchSlots.to_torch
+
+    def spy(self: stream.BatchSlots, batch: dict) -> dict:
+        seen.append(any(isinstance(v, stream.SlotRef) for v in batch.values()))
+        return to_torch(self, batch)
+
+    monkeypatch.setattr(stream.BatchSlots, "to_torch", spy)
     for shards, kind in ((glyph_shards, "image"), (tone_shards, "audio")):
-        here = take(shards, 3, kind=kind, num_workers=0, mode="resampled")
-        there = take(shards, 3, kind=kind, num_workers=1, mode="resampled")
+        here = take(shards, 12, kind=kind, num_workers=0, mode="resampled")
+        there = take(shards, 12, kind=kind, num_workers=1, mode="resampled")
         for a, b in zip(here, there, strict=True):
             assert a["key"] == b["key"] and torch.equal(a["label"], b["label"])
             assert a[kind].dtype == b[kind].dtype == torch.float32
             assert torch.equal(a[kind], b[kind])
+    assert len(seen) == 24 and set(seen) == {transport == "slots"}
+
+
+def test_a_busy_or_small_slot_sends_the_batch_through_the_pipe(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from types import SimpleNamespace
+
+    from gandist.data import stream
+
+    monkeypatch.setattr(stream, "get_worker_info", lambda: SimpleNamespace(id=1))
+    slots = stream.BatchSlots(num_workers=2, per_worker=2, slot_bytes=4 * 6)
+    stack = slots.stacker()
+    batch = [np.arange(3, dtype=np.int16) + i for i in range(4)]
+    first, second = stack(batch[:2]), stack(batch[2:])
+    assert first == stream.SlotRef(1, 0, "<i2", (2, 3)) and second.slot == 1
+    assert isinstance(stack(batch[:2]), np.ndarray)  # both slots still unread
+    got = slots.to_torch({"audio": first})["audio"]  # reads slot 0 and frees it
+    assert torch.equal(got, torch.as_tensor(np.stack(batch[:2])).float() / 32768)
+    assert stack(batch[2:]) == stream.SlotRef(1, 0, "<i2", (2, 3))  # the free one, not busy 1
+    assert isinstance(stack([np.zeros(7, np.float32)] * 2), np.ndarray)  # does not fit
+    held = slots.to_torch({"audio": stack([np.full(3, 0.5, np.float32)] * 2)})["audio"]
+    stack([np.full(3, -0.5, np.float32)] * 2)  # float32 is copied out, not kept in the slot
+    assert held.dtype == torch.float32 and bool((held == 0.5).all())
+    assert slots.busy[0].sum() == 0  # worker 0's slots untouched
 
 
 def test_16_bit_clips_scale_exactly_as_soundfile_also_among_other_formats(

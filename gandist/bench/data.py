@@ -21,10 +21,10 @@ from gandist.data.shards import expand_shards, read_manifest
 from gandist.data.stream import (
     AUDIO_KEYS,
     IMAGE_KEYS,
+    BatchSlots,
     ImageTransform,
     build_loader,
     decode_image,
-    stack_for_transport,
 )
 
 
@@ -53,7 +53,13 @@ def _child_pids() -> set[int]:
     tasks = Path(f"/proc/{os.getpid()}/task")
     if not tasks.is_dir():
         return set()
-    return {int(pid) for task in tasks.iterdir() for pid in (task / "children").read_text().split()}
+    pids = set()
+    for task in tasks.iterdir():
+        try:
+            pids.update(int(pid) for pid in (task / "children").read_text().split())
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+    return pids
 
 
 def _best(best: tuple[float, float], new: tuple[float, float]) -> tuple[float, float]:
@@ -170,25 +176,33 @@ def bench_data(
     return rows
 
 
-class _FixedBatches(torch.utils.data.IterableDataset):
-    """A worker's endless batches of `nbytes` uint8, as an array or a shared-memory tensor."""
+TRANSPORTS = ("pipe", "shared tensor", "slots")
 
-    def __init__(self, nbytes: int, shared: bool) -> None:
+
+class _FixedBatches(torch.utils.data.IterableDataset):
+    """A worker's endless uint8 image batches of `nbytes`, handed over by `transport`: an array
+    through the pipe, a fresh shared-memory tensor (torch's `default_collate`), or `BatchSlots`."""
+
+    def __init__(self, nbytes: int, transport: str, slots: BatchSlots | None) -> None:
         super().__init__()
-        self.nbytes, self.shared = nbytes, shared
+        self.nbytes, self.transport, self.slots = nbytes, transport, slots
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        source = [np.full(self.nbytes // 64, i, dtype=np.uint8) for i in range(64)]
-        shared_from = 0 if self.shared else 1 << 62
+        source = [np.full((1, self.nbytes // 64), i, dtype=np.uint8) for i in range(64)]
+        stack = self.slots.stacker() if self.slots else np.stack
         while True:
-            yield {"x": stack_for_transport(source, shared_from)}
+            if self.transport == "shared tensor":
+                batch = torch.empty((64, 1, self.nbytes // 64), dtype=torch.uint8).share_memory_()
+                np.stack(source, out=batch.numpy())
+                yield {"image": batch}
+            else:
+                yield {"image": stack(source)}
 
 
 def bench_transport(sizes_mb: list[float] | None = None, num_batches: int = 200) -> list[dict]:
-    """Print the cost of moving one batch from a DataLoader worker to the training process,
-    as an array through the worker's pipe and as a shared-memory tensor, by batch size.
-
-    This is what `stream.SHARED_MEMORY_MIN_BYTES` is chosen from (Linux: reads /proc).
+    """Print the CPU cost of moving one batch of uint8 images from a DataLoader worker to the
+    training process and scaling it there, by way of handing it over and batch size (Linux:
+    reads /proc). The stream uses slots (`gandist.data.stream.BatchSlots`).
     """
     sizes_mb = sizes_mb or [0.1, 0.25, 0.5, 1, 2, 4, 8]
     print(
@@ -196,23 +210,27 @@ def bench_transport(sizes_mb: list[float] | None = None, num_batches: int = 200)
     )
     rows = []
     for size in sizes_mb:
-        for shared in (False, True):
+        nbytes = int(size * 1e6) // 64 * 64
+        for transport in TRANSPORTS:
+            slots = BatchSlots(1, 5, nbytes) if transport == "slots" else None
             loader = torch.utils.data.DataLoader(
-                _FixedBatches(int(size * 1e6), shared),
+                _FixedBatches(nbytes, transport, slots),
                 batch_size=None,
                 num_workers=1,
                 prefetch_factor=4,
+                persistent_workers=True,
                 collate_fn=stream.keep_batch,
             )
+            receive = slots.to_torch if slots else stream.to_torch_batch
             batches = iter(loader)
-            next(batches)
+            receive(next(batches))
             (worker,) = [w.pid for w in batches._workers]
             worker_s, main_s, start = _cpu_s(worker), time.process_time(), time.perf_counter()
             for _ in range(num_batches):
-                torch.as_tensor(next(batches)["x"])[:: 1 << 12].sum()  # touch it as training would
+                receive(next(batches))
             row = {
                 "mb": size,
-                "transport": "shared memory" if shared else "pipe",
+                "transport": transport,
                 "ms": (time.perf_counter() - start) / num_batches * 1e3,
                 "worker_ms": (_cpu_s(worker) - worker_s) / num_batches * 1e3,
                 "main_ms": (time.process_time() - main_s) / num_batches * 1e3,
@@ -225,7 +243,7 @@ def bench_transport(sizes_mb: list[float] | None = None, num_batches: int = 200)
             )
             del batches, loader
     print(
-        f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; shared memory from "
-        f"{stream.SHARED_MEMORY_MIN_BYTES / 2**20:g} MiB on)"
+        f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; main CPU includes "
+        "scaling the batch to float, as in training)"
     )
     return rows

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import logging
@@ -427,40 +428,101 @@ class ToExample:
         }
 
 
-SHARED_MEMORY_MIN_BYTES = 5 << 18  # 1.25 MiB
-"""Worker batches at least this big cross to the training process in shared memory, smaller
-ones by value through the worker's pipe (`gandist bench data --transport`)."""
+@dataclass(frozen=True)
+class SlotRef:
+    """Where a worker left a batch's media array: slot `slot` of worker `worker`'s slots."""
+
+    worker: int
+    slot: int
+    dtype: str
+    shape: tuple[int, ...]
 
 
-def stack_for_transport(
-    values: list[np.ndarray], shared_from_bytes: int | None = None
-) -> np.ndarray | torch.Tensor:
-    """Stack one batch in the form that reaches the training process cheapest.
+class BatchSlots:
+    """Shared-memory slots, made once and reused, that carry each worker's batches to the
+    training process without copying them through a pipe.
 
-    A tensor leaves a DataLoader worker in a fresh shared-memory segment whose file descriptor
-    the training process fetches from the worker over a socket; an array is pickled and copied
-    through the worker's pipe. The handshake is a fixed cost and the copies grow with size: on
-    2-core CPU machines the pipe costs both sides less up to about 1.2 MB, shared memory beyond.
-    Large batches are therefore stacked straight into shared memory, as torch's
-    `default_collate` does, and small ones stay arrays.
+    PyTorch's DataLoader hands a worker's tensor over in a fresh shared-memory segment whose file
+    descriptor the training process fetches over a socket, and an array by pickling it through
+    the worker's pipe; for the ~1 MB batches of a stream either costs both processes more CPU than
+    decoding a few samples (`gandist bench data --transport`). Here the training process makes
+    `per_worker` slots per worker before the workers start. A worker stacks its batch straight
+    into its next slot and sends only a `SlotRef`; the training process makes the batch's tensors
+    from the slot (`to_torch`, which scales them anyway, so this is the one copy) and frees it.
+
+    The loader keeps at most `prefetch_factor` batches per worker in flight and converts one at a
+    time, so `prefetch_factor + 1` slots per worker are never all busy. Should one be (a batch
+    too big for a slot counts too), that batch simply goes through the pipe: a flag per slot,
+    set by the worker and cleared by the training process, guards the reuse. The slots need
+    persistent workers: two live passes of one loader would write into the same slots.
     """
-    shape = (len(values), *values[0].shape)
-    nbytes = int(np.prod(shape)) * values[0].dtype.itemsize
-    if shared_from_bytes is None:
-        shared_from_bytes = SHARED_MEMORY_MIN_BYTES
-    if get_worker_info() is None or nbytes < shared_from_bytes:
-        return np.stack(values)
-    dtype = torch.from_numpy(values[0][:0]).dtype
-    batch = torch.tensor([], dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes))
-    batch = batch.view(shape)
-    np.stack(values, out=batch.numpy())
-    return batch
+
+    def __init__(self, num_workers: int, per_worker: int, slot_bytes: int) -> None:
+        slot_bytes = -(-slot_bytes // 64) * 64  # every slot 64-byte aligned, for any dtype view
+        self.data = torch.empty((num_workers, per_worker, slot_bytes), dtype=torch.uint8)
+        self.data.share_memory_()
+        self.busy = torch.zeros((num_workers, per_worker), dtype=torch.uint8).share_memory_()
+
+    @classmethod
+    def for_config(cls, cfg: DataConfig, batch_size: int, prefetch_factor: int) -> BatchSlots:
+        """Slots that fit any batch of the stream: uint8 images, or audio as float32 (int16
+        clips need half that; a batch that mixes in other formats is float32)."""
+        if cfg.kind == "image":
+            sample_bytes = cfg.channels * cfg.resolution**2
+        else:
+            sample_bytes = 4 * cfg.length
+        return cls(cfg.num_workers, prefetch_factor + 1, batch_size * sample_bytes)
+
+    def stacker(self) -> Callable[[list[np.ndarray]], np.ndarray | SlotRef]:
+        """This worker's stacking function for one pass; in-process, plain `np.stack`.
+
+        A new pass (a fresh `iter` over the loader) means the loader dropped the previous pass's
+        batches still in flight, unread: their slots are free again.
+        """
+        info = get_worker_info()
+        if info is None:
+            return np.stack
+        data, busy = self.data[info.id].numpy(), self.busy[info.id].numpy()
+        busy[:] = 0
+        turn = 0  # slots are taken in turn: the oldest is the likeliest to be free
+
+        def stack(values: list[np.ndarray]) -> np.ndarray | SlotRef:
+            nonlocal turn
+            shape = (len(values), *values[0].shape)
+            nbytes = int(np.prod(shape)) * values[0].dtype.itemsize
+            order = [(turn + i) % len(busy) for i in range(len(busy))]
+            slot = next((i for i in order if not busy[i]), None)
+            if slot is None or nbytes > data.shape[1]:
+                return np.stack(values)  # through the pipe
+            np.stack(values, out=data[slot, :nbytes].view(values[0].dtype).reshape(shape))
+            busy[slot], turn = 1, (slot + 1) % len(busy)
+            return SlotRef(info.id, slot, values[0].dtype.str, shape)
+
+        return stack
+
+    def to_torch(self, batch: dict[str, Any]) -> dict[str, Any]:
+        """`to_torch_batch` for batches whose arrays may wait in slots; frees those slots."""
+        refs = {name: ref for name, ref in batch.items() if isinstance(ref, SlotRef)}
+        for name, ref in refs.items():
+            nbytes = int(np.prod(ref.shape)) * np.dtype(ref.dtype).itemsize
+            slot = self.data[ref.worker, ref.slot, :nbytes]
+            batch[name] = torch.from_numpy(slot.numpy().view(ref.dtype).reshape(ref.shape))
+        batch = to_torch_batch(batch)
+        for name, ref in refs.items():
+            if batch[name].data_ptr() == self.data[ref.worker, ref.slot].data_ptr():
+                batch[name] = batch[name].clone()  # float32 audio: kept as is, so copy it out
+            self.busy[ref.worker, ref.slot] = 0
+        return batch
 
 
-def collate_examples(examples: list[dict[str, Any]]) -> dict[str, Any]:
+def collate_examples(
+    examples: list[dict[str, Any]],
+    stack: Callable[[list[np.ndarray]], np.ndarray | SlotRef] = np.stack,
+) -> dict[str, Any]:
     """Examples -> one batch (uint8 images, int16 or float32 audio), made in the worker.
 
-    `to_torch_batch` turns it into tensors in the training process.
+    `stack` puts the media arrays together (in a worker: into a `BatchSlots` slot);
+    `to_torch_batch` or `BatchSlots.to_torch` turns the batch into tensors in the training process.
     """
     last = examples[-1]  # a batch comes from one worker role; its last sample marks the position
     kind = "image" if "image" in last else "audio"
@@ -468,7 +530,7 @@ def collate_examples(examples: list[dict[str, Any]]) -> dict[str, Any]:
     if len({v.dtype for v in values}) > 1:  # 16-bit clips among others: all float
         values = [audio.pcm16_to_float(v) if v.dtype == np.int16 else v for v in values]
     return {
-        kind: stack_for_transport(values),  # [B, C, H, W] or [B, 1, L]
+        kind: stack(values),  # [B, C, H, W] or [B, 1, L]
         "label": np.array([e["label"] for e in examples], dtype=np.int64),  # [B]
         "key": [e["key"] for e in examples],
         "url": [e["url"] for e in examples],
@@ -503,13 +565,15 @@ class BatchWithReport:
     though the reading happens in worker processes.
     """
 
-    def __init__(self, batch_size: int, handler: SkipCounter) -> None:
-        self.batch_size, self.handler = batch_size, handler
+    def __init__(
+        self, batch_size: int, handler: SkipCounter, slots: BatchSlots | None = None
+    ) -> None:
+        self.batch_size, self.handler, self.slots = batch_size, handler, slots
 
     def __call__(self, examples: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-        for batch in wds.batched(self.batch_size, collation_fn=collate_examples, partial=False)(
-            examples
-        ):
+        stack = self.slots.stacker() if self.slots else np.stack
+        collate = functools.partial(collate_examples, stack=stack)
+        for batch in wds.batched(self.batch_size, collation_fn=collate, partial=False)(examples):
             skipped = self.handler.drain()
             batch["skipped"] = [[s.url, s.key, s.reason] for s in skipped]
             batch["num_read"] = self.batch_size + len(skipped)
@@ -529,8 +593,10 @@ def stream_pipeline(
     mode: str = "exact",
     samples_per_epoch: int = 0,
     position: StreamPosition | None = None,
+    slots: BatchSlots | None = None,
 ) -> wds.DataPipeline:
-    """The endless, batched stream of one rank (split further across its workers)."""
+    """The endless, batched stream of one rank (split further across its workers, which hand
+    their batches over in `slots` when given)."""
     handler = SkipCounter()
     return wds.DataPipeline(
         WorkerStream(
@@ -545,7 +611,7 @@ def stream_pipeline(
             samples_per_epoch=samples_per_epoch,
         ),
         wds.map(ToExample(transform, kind), handler=handler),
-        BatchWithReport(batch_size, handler),
+        BatchWithReport(batch_size, handler, slots),
     )
 
 
@@ -586,6 +652,8 @@ def build_loader(
         ).to_uint8
     else:
         transform = AudioTransform(cfg.sample_rate, cfg.length, keep_pcm16=True)
+    prefetch_factor = 4
+    slots = BatchSlots.for_config(cfg, batch_size, prefetch_factor) if cfg.num_workers else None
     pipeline = stream_pipeline(
         urls,
         kind=cfg.kind,
@@ -598,17 +666,18 @@ def build_loader(
         mode=cfg.mode,
         samples_per_epoch=samples_per_role_epoch(cfg, batch_size),
         position=position,
+        slots=slots,
     )
     loader = wds.WebLoader(
         pipeline,
         batch_size=None,
         collate_fn=keep_batch,
         num_workers=cfg.num_workers,
-        persistent_workers=cfg.num_workers > 0,
-        prefetch_factor=4 if cfg.num_workers > 0 else None,
+        persistent_workers=cfg.num_workers > 0,  # BatchSlots needs them
+        prefetch_factor=prefetch_factor if cfg.num_workers > 0 else None,
         in_order=True,
     )
-    return loader.map(to_torch_batch)
+    return loader.map(slots.to_torch if slots else to_torch_batch)
 
 
 @dataclass
