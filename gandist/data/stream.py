@@ -467,10 +467,7 @@ class BatchSlots:
     def for_config(cls, cfg: DataConfig, batch_size: int, prefetch_factor: int) -> BatchSlots:
         """Slots that fit any batch of the stream: uint8 images, or audio as float32 (int16
         clips need half that; a batch that mixes in other formats is float32)."""
-        if cfg.kind == "image":
-            sample_bytes = cfg.channels * cfg.resolution**2
-        else:
-            sample_bytes = 4 * cfg.length
+        sample_bytes = cfg.channels * cfg.resolution**2 if cfg.kind == "image" else 4 * cfg.length
         return cls(cfg.num_workers, prefetch_factor + 1, batch_size * sample_bytes)
 
     def stacker(self) -> Callable[[list[np.ndarray]], np.ndarray | SlotRef]:
