@@ -404,7 +404,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker counts to time (default 0, 1, 2 and all cores; 0 = in-process)")  # fmt: skip
     p.add_argument("--samples", type=int, default=2048, help="samples per timed run")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=3, help="alternating timings; the best counts")
+    p.add_argument("--rounds", type=int, default=5, help="back-to-back pairs; medians count")
     p.add_argument("--transport", action="store_true",
                    help="also time worker-to-trainer batch transport: pipe against shared memory")  # fmt: skip
     p.set_defaults(func=cmd_bench_data)

@@ -39,7 +39,9 @@ def test_bench_data_prints_stream_against_plain_for_each_worker_count_and_transp
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     figures = [row for row in rows if row and row[1] == "image"]
     assert [int(row[2]) for row in figures] == [0, 1]
-    assert all(float(row[3]) > 0 and float(row[4]) > 0 and float(row[7]) > 0 for row in figures)
+    assert all(float(row[3]) > 0 and float(row[4]) > 0 and float(row[8]) > 0 for row in figures)
+    low, high = (float(x) for x in figures[1][7].split("-"))  # one round: a range of one
+    assert low == high == float(figures[1][6])
 
     results = bench_transport([0.05, 2], num_batches=4)
     assert [(r["mb"], r["transport"]) for r in results] == [

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import itertools
-import math
 import os
+import statistics
 import tarfile
 import time
 from collections.abc import Iterator
@@ -60,11 +60,6 @@ def _child_pids() -> set[int]:
         except FileNotFoundError:  # a thread that ended meanwhile
             continue
     return pids
-
-
-def _best(best: tuple[float, float], new: tuple[float, float]) -> tuple[float, float]:
-    """The highest rate and the lowest CPU per sample seen so far: load only makes them worse."""
-    return max(best[0], new[0]), min(best[1], new[1])
 
 
 def plain_loop(urls: list[str], cfg: DataConfig, num_samples: int) -> tuple[float, float]:
@@ -133,45 +128,58 @@ def bench_data(
 ) -> list[dict[str, float]]:
     """Print and return samples/s of the stream for each worker count beside the plain loop.
 
-    Each figure is the best of `rounds` alternating timings: on a shared machine other load
-    only ever slows a run down, so the fastest round is the closest to the code's own speed.
+    Each round times the plain loop and the stream back to back (in turn first), and the ratios
+    are taken within a round: on a shared machine whose speed drifts from minute to minute, a
+    pair measured together is slowed alike. Figures are medians over `rounds`; `range` is the
+    lowest and highest per-worker ratio of a single round.
     """
     workers = workers or sorted({0, 1, 2, os.cpu_count() or 1})  # 0: in the training process
     rows = []
     print(
         f"{'shards':<28} {'kind':<6} {'workers':>7} {'plain/s':>9} {'stream/s':>9} "
-        f"{'stream/plain':>12} {'per worker':>10} {'CPU eff':>8}"
+        f"{'stream/plain':>12} {'per worker':>10} {'range':>11} {'CPU eff':>8}"
     )
     for spec in specs:
         urls = expand_shards(spec)
         base = data_config(spec, 0)
         for count in workers:
-            # Plain loop and stream alternate, each timed right before the other, so a busy
-            # machine slows both rather than skewing the ratio.
             cfg = data_config(spec, count)
-            plain, rate = (0.0, math.inf), (0.0, math.inf)
-            for _ in range(rounds):
-                plain = _best(plain, plain_loop(urls, base, num_samples))
-                rate = _best(rate, pipeline_rate(cfg, batch_size, num_samples))
+            pairs = []
+            for index in range(rounds):
+                if index % 2 == 0:
+                    plain = plain_loop(urls, base, num_samples)
+                    streamed = pipeline_rate(cfg, batch_size, num_samples)
+                else:
+                    streamed = pipeline_rate(cfg, batch_size, num_samples)
+                    plain = plain_loop(urls, base, num_samples)
+                pairs.append((plain, streamed))
+            ratios = [streamed[0] / plain[0] for plain, streamed in pairs]
+            per_worker = [ratio / max(1, count) for ratio in ratios]
             row = {
                 "kind": cfg.kind,
                 "workers": count,
-                "plain": plain[0],
-                "stream": rate[0],
-                "ratio": rate[0] / plain[0],
-                "per_worker": rate[0] / plain[0] / max(1, count),
-                "cpu_efficiency": plain[1] / rate[1],
+                "plain": statistics.median(plain[0] for plain, _ in pairs),
+                "stream": statistics.median(streamed[0] for _, streamed in pairs),
+                "ratio": statistics.median(ratios),
+                "per_worker": statistics.median(per_worker),
+                "per_worker_range": (min(per_worker), max(per_worker)),
+                "cpu_efficiency": statistics.median(
+                    plain[1] / streamed[1] for plain, streamed in pairs
+                ),
             }
             rows.append(row)
+            spread = f"{min(per_worker):.2f}-{max(per_worker):.2f}"
             print(
-                f"{spec[-28:]:<28} {cfg.kind:<6} {count:>7} {plain[0]:>9.0f} {rate[0]:>9.0f} "
-                f"{row['ratio']:>12.2f} {row['per_worker']:>10.2f} {row['cpu_efficiency']:>8.2f}",
+                f"{spec[-28:]:<28} {cfg.kind:<6} {count:>7} {row['plain']:>9.0f} "
+                f"{row['stream']:>9.0f} {row['ratio']:>12.2f} {row['per_worker']:>10.2f} "
+                f"{spread:>11} {row['cpu_efficiency']:>8.2f}",
                 flush=True,
             )
     print(
-        f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; best of {rounds} rounds; "
-        "'per worker' = stream/plain divided by workers, the goal is >= 0.8; 'CPU eff' = the plain "
-        "loop's CPU time per sample over the stream's, workers and training process together)"
+        f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; medians of {rounds} "
+        "rounds, each timing the plain loop and the stream back to back; 'per worker' = "
+        "stream/plain divided by workers, the goal is >= 0.8; 'CPU eff' = the plain loop's CPU "
+        "time per sample over the stream's, workers and training process together)"
     )
     return rows
 
