@@ -6,6 +6,7 @@ import functools
 import io
 import itertools
 import logging
+import os
 import random
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -428,6 +429,19 @@ class ToExample:
         }
 
 
+SHARED_MEMORY_DIR = "/dev/shm"
+
+
+def shared_memory_free() -> int | None:
+    """Bytes free where torch keeps shared-memory tensors (Linux); None where there is no such
+    folder to ask."""
+    try:
+        stats = os.statvfs(SHARED_MEMORY_DIR)
+    except OSError:
+        return None
+    return stats.f_bavail * stats.f_frsize
+
+
 @dataclass(frozen=True)
 class SlotRef:
     """Where a worker left a batch's media array: slot `slot` of worker `worker`'s slots."""
@@ -464,11 +478,29 @@ class BatchSlots:
         self.busy = torch.zeros((num_workers, per_worker), dtype=torch.uint8).share_memory_()
 
     @classmethod
-    def for_config(cls, cfg: DataConfig, batch_size: int, prefetch_factor: int) -> BatchSlots:
+    def for_config(
+        cls, cfg: DataConfig, batch_size: int, prefetch_factor: int
+    ) -> BatchSlots | None:
         """Slots that fit any batch of the stream: uint8 images, or audio as float32 (int16
-        clips need half that; a batch that mixes in other formats is float32)."""
+        clips need half that; a batch that mixes in other formats is float32).
+
+        None, with a warning, when they would take more than half the free shared memory (other
+        ranks on the node need theirs): a full /dev/shm kills a process with a bus error.
+        """
         sample_bytes = cfg.channels * cfg.resolution**2 if cfg.kind == "image" else 4 * cfg.length
-        return cls(cfg.num_workers, prefetch_factor + 1, batch_size * sample_bytes)
+        per_worker, slot_bytes = prefetch_factor + 1, batch_size * sample_bytes
+        needed, free = cfg.num_workers * per_worker * slot_bytes, shared_memory_free()
+        if free is not None and needed > free // 2:
+            log.warning(
+                "data: batch slots need %.0f MiB of shared memory but %s has %.0f MiB free; "
+                "workers send batches through their pipes instead, which costs more CPU. Give "
+                "the job more (docker: --shm-size) or lower data.num_workers.",
+                needed / 2**20,
+                SHARED_MEMORY_DIR,
+                free / 2**20,
+            )
+            return None
+        return cls(cfg.num_workers, per_worker, slot_bytes)
 
     def stacker(self) -> Callable[[list[np.ndarray]], np.ndarray | SlotRef]:
         """This worker's stacking function for one pass; in-process, plain `np.stack`.
@@ -634,9 +666,10 @@ def build_loader(
     """A DataLoader over this rank's stream (images or audio, per `data.kind`), yielding
     {"image" [B, C, H, W] | "audio" [B, 1, L] float in [-1, 1], "label" [B], ...} batches.
 
-    Workers decode and batch, the loader only forwards. It is deliberately not passed through
-    `accelerator.prepare`: that would make rank 0 read every batch and broadcast it, instead of
-    each rank streaming its own shards. Batches come from the workers strictly in turn
+    Workers decode and batch, and leave each batch in a reused shared-memory slot
+    (`BatchSlots`); the training process only scales it. The loader is deliberately not passed
+    through `accelerator.prepare`: that would make rank 0 read every batch and broadcast it,
+    instead of each rank streaming its own shards. Batches come from the workers strictly in turn
     (DataLoader's in-order mode), which `StreamPosition` relies on.
     """
     urls = expand_shards(cfg.shards)
