@@ -406,7 +406,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rounds", type=int, default=5, help="back-to-back pairs; medians count")
     p.add_argument("--transport", action="store_true",
-                   help="also time worker-to-trainer batch transport: pipe against shared memory")  # fmt: skip
+                   help="also time worker-to-trainer batch hand-over: pipe, shared tensor, slots")  # fmt: skip
     p.set_defaults(func=cmd_bench_data)
     p = bench_sub.add_parser("families", help="images/s of every GAN family at its default config")
     p.add_argument("configs", nargs="*", help="config files (default: every family's config)")
