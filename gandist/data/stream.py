@@ -377,6 +377,22 @@ class AudioTransform:
         return audio.clip_array(data, self.sample_rate, self.length, self.keep_pcm16)
 
 
+def media_transform(
+    kind: str,
+    *,
+    resolution: int,
+    channels: int,
+    sample_rate: int,
+    length: int,
+    keep_pcm16: bool = False,
+) -> Callable[[Any], np.ndarray]:
+    """The per-sample transform of `kind`: an image -> uint8 [C, R, R] (scaled later, per batch),
+    clip bytes -> [1, L] float32, or int16 for 16-bit clips with `keep_pcm16`."""
+    if kind == "image":
+        return ImageTransform(resolution, channels).to_uint8
+    return AudioTransform(sample_rate, length, keep_pcm16=keep_pcm16)
+
+
 def sample_label(sample: dict[str, Any]) -> int:
     """The integer class of a raw sample (`cls` member), -1 when the shard has no labels."""
     value = sample.get("cls")
@@ -675,13 +691,14 @@ def build_loader(
     urls = expand_shards(cfg.shards)
     if cfg.mode == "exact":
         check_enough_shards(len(urls), world_size, cfg.num_workers)
-    if cfg.kind == "image":
-        # uint8 per sample, scaled per batch in `to_torch_batch`
-        transform: Callable[[Any], np.ndarray] = ImageTransform(
-            cfg.resolution, cfg.channels
-        ).to_uint8
-    else:
-        transform = AudioTransform(cfg.sample_rate, cfg.length, keep_pcm16=True)
+    transform = media_transform(  # scaled per batch in `to_torch_batch`
+        cfg.kind,
+        resolution=cfg.resolution,
+        channels=cfg.channels,
+        sample_rate=cfg.sample_rate,
+        length=cfg.length,
+        keep_pcm16=True,
+    )
     prefetch_factor = 4
     slots = BatchSlots.for_config(cfg, batch_size, prefetch_factor) if cfg.num_workers else None
     pipeline = stream_pipeline(

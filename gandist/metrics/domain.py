@@ -22,11 +22,10 @@ from gandist.data.shards import expand_shards, read_manifest
 from gandist.data.stream import (
     AUDIO_KEYS,
     IMAGE_KEYS,
-    AudioTransform,
     BadSample,
-    ImageTransform,
     SkipCounter,
     ToExample,
+    media_transform,
     read_shard,
 )
 
@@ -409,14 +408,13 @@ def train_classifier(
     if kind not in CLASSIFIERS:
         raise ValueError(f"unknown kind {kind!r}; choose from {sorted(CLASSIFIERS)}")
     manifest = read_manifest(expand_shards(shards)[0]) or {}
-    if kind == "image":
-        resolution = resolution or int(manifest.get("resolution", 32))
-        channels = channels or int(manifest.get("channels", 3))
-        transform: Callable[[Any], np.ndarray] = ImageTransform(resolution, channels).to_uint8
-    else:
-        sample_rate = sample_rate or int(manifest.get("sample_rate", 16000))
-        length = length or int(manifest.get("length", 16384))
-        transform = AudioTransform(sample_rate, length)
+    resolution = resolution or int(manifest.get("resolution", 32))
+    channels = channels or int(manifest.get("channels", 3))
+    sample_rate = sample_rate or int(manifest.get("sample_rate", 16000))
+    length = length or int(manifest.get("length", 16384))
+    transform = media_transform(
+        kind, resolution=resolution, channels=channels, sample_rate=sample_rate, length=length
+    )
     samples, labels, skipped = labelled_samples(shards, kind, transform, max_samples)
     num_classes = int(labels.max()) + 1
     stride = max(2, round(1 / val_fraction)) if val_fraction > 0 else 0

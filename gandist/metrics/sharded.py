@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch_fidelity
@@ -32,11 +33,10 @@ from torch_fidelity.utils_torch import torch_atomic_save
 from gandist.config import DataConfig
 from gandist.data.shards import expand_shards
 from gandist.data.stream import (
-    AudioTransform,
     BadSample,
-    ImageTransform,
     SkipCounter,
     ToExample,
+    media_transform,
     read_shard,
 )
 from gandist.sampling import generate
@@ -139,17 +139,26 @@ class SampleFormat:
 
     @functools.cached_property
     def _decoder(self) -> ToExample:
-        if self.kind == "image":
-            return ToExample(ImageTransform(self.resolution, self.channels), "image")
-        return ToExample(AudioTransform(self.sample_rate, self.length), "audio")
+        transform = media_transform(
+            self.kind,
+            resolution=self.resolution,
+            channels=self.channels,
+            sample_rate=self.sample_rate,
+            length=self.length,
+        )
+        return ToExample(transform, self.kind)
 
     def decode(self, sample: dict[str, Any]) -> torch.Tensor:
         """A raw sample (tar members by extension) -> extractor input for one sample: uint8
-        [3, R, R] or float [1, L]. Raises BadSample naming the shard and key when it can't."""
-        value = self._decoder.decode(sample)
-        if self.kind == "image":
-            return to_extractor_input(value[None])[0]
-        return torch.from_numpy(value)
+        [3, R, R] or float [1, L]. Raises BadSample naming the shard and key when it can't.
+
+        Images stay the uint8 they decode to, exactly what `to_extractor_input` gives for the
+        same image scaled to [-1, 1]; grayscale is repeated to 3 channels as there.
+        """
+        value = torch.from_numpy(np.ascontiguousarray(self._decoder.decode(sample)))
+        if self.kind == "image" and value.shape[0] == 1:
+            return value.expand(3, -1, -1)
+        return value
 
 
 @torch.no_grad()
