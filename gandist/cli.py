@@ -170,7 +170,7 @@ def cmd_data_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_bench_data(args: argparse.Namespace) -> int:
-    from gandist.bench.data import bench_data, bench_transport
+    from gandist.bench.data import bench_data, bench_readers, bench_transport
 
     if args.transport:
         bench_transport()
@@ -179,6 +179,8 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
             print("gandist bench data: give shard specs, or --transport", file=sys.stderr)
             return 2
         return 0
+    if args.readers:
+        bench_readers(args.shards)
     bench_data(
         args.shards,
         workers=args.workers,
@@ -407,6 +409,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rounds", type=int, default=5, help="back-to-back pairs; medians count")
     p.add_argument("--transport", action="store_true",
                    help="also time worker-to-trainer batch hand-over: pipe, shared tensor, slots")  # fmt: skip
+    p.add_argument("--readers", action="store_true",
+                   help="also time the tar readers on the shards: tarfile, WebDataset's, gandist's")  # fmt: skip
     p.set_defaults(func=cmd_bench_data)
     p = bench_sub.add_parser("families", help="images/s of every GAN family at its default config")
     p.add_argument("configs", nargs="*", help="config files (default: every family's config)")

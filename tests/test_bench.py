@@ -32,7 +32,7 @@ def test_bench_train_prints_both_loops_and_their_ratio(
 def test_bench_data_prints_stream_against_plain_for_each_worker_count_and_transport(
     glyph_shards: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from gandist.bench.data import bench_transport
+    from gandist.bench.data import bench_readers, bench_transport
 
     args = ["bench", "data", str(glyph_shards), "--workers", "0", "1", "--samples", "64"]
     assert cli.main([*args, "--batch-size", "16", "--rounds", "1"]) == 0
@@ -49,3 +49,6 @@ def test_bench_data_prints_stream_against_plain_for_each_worker_count_and_transp
     ]
     assert all(r["ms"] > 0 for r in results)
     assert cli.main(["bench", "data"]) == 2  # neither shards nor --transport
+    readers = bench_readers([str(glyph_shards)], num_members=64, rounds=1)
+    assert [r["reader"] for r in readers] == ["tarfile", "webdataset", "gandist"]
+    assert readers[-1]["x_gandist"] == 1.0 and all(r["us_per_member"] > 0 for r in readers)

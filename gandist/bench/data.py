@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import webdataset as wds
 
 from gandist.config import DataConfig
 from gandist.data import stream
@@ -26,17 +27,76 @@ from gandist.data.stream import (
     build_loader,
     decode_image,
 )
+from gandist.data.tar import tar_members
 
 
 def _members(urls: list[str]) -> Iterator[tuple[str, bytes]]:
-    """(extension, bytes) of every media member, shard after shard, forever (local shards)."""
+    """(extension, bytes) of every media member, shard after shard, forever (local shards),
+    read by the stream's own tar reader."""
     media = set(IMAGE_KEYS) | set(AUDIO_KEYS)
+    for url in itertools.cycle(urls):
+        with open(url, "rb") as stream:
+            for name, data in tar_members(stream):
+                ext = name.split(".", 1)[-1].lower() if "." in name else ""
+                if ext in media:
+                    yield ext, data
+
+
+def _tarfile_members(urls: list[str]) -> Iterator[bytes]:
+    """Every regular member, forever, read by Python's tarfile from the local file."""
     for url in itertools.cycle(urls):
         with tarfile.open(url) as tar:
             for member in tar:
-                ext = member.name.split(".", 1)[-1].lower() if "." in member.name else ""
-                if member.isreg() and ext in media:
-                    yield ext, tar.extractfile(member).read()
+                if member.isreg():
+                    yield tar.extractfile(member).read()
+
+
+def _webdataset_members(urls: list[str]) -> Iterator[bytes]:
+    """Every regular member, forever, read by WebDataset's tar iterator (tarfile, stream mode)."""
+    for url in itertools.cycle(urls):
+        with open(url, "rb") as stream:
+            for member in wds.tariterators.tar_file_iterator(stream, skip_meta=None):
+                yield member["data"]
+
+
+def _gandist_members(urls: list[str]) -> Iterator[bytes]:
+    """Every regular member, forever, read by the stream's `tar_members`."""
+    for url in itertools.cycle(urls):
+        with open(url, "rb") as stream:
+            for _, data in tar_members(stream):
+                yield data
+
+
+READERS = {
+    "tarfile": _tarfile_members,
+    "webdataset": _webdataset_members,
+    "gandist": _gandist_members,
+}
+
+
+def bench_readers(specs: list[str], num_members: int = 20000, rounds: int = 3) -> list[dict]:
+    """Print the CPU per tar member of three readers of the same local shards: Python's tarfile
+    opening the file, WebDataset's iterator (tarfile on a stream, what `WebDataset` reads with)
+    and `gandist.data.tar.tar_members` (the stream's). Best of `rounds`, taken in turn."""
+    print(f"{'shards':<28} {'reader':<11} {'us/member':>9} {'x gandist':>9}")
+    rows = []
+    for spec in specs:
+        urls = expand_shards(spec)
+        times: dict[str, list[float]] = {name: [] for name in READERS}
+        for _ in range(rounds):
+            for name, members in READERS.items():
+                start = time.process_time()
+                for _ in itertools.islice(members(urls), num_members):
+                    pass
+                times[name].append((time.process_time() - start) / num_members * 1e6)
+        best = {name: min(values) for name, values in times.items()}
+        for name, us in best.items():
+            rows.append({"reader": name, "us_per_member": us, "x_gandist": us / best["gandist"]})
+            print(
+                f"{spec[-28:]:<28} {name:<11} {us:>9.1f} {us / best['gandist']:>9.1f}", flush=True
+            )
+    print(f"(CPU time per member read, best of {rounds} rounds of {num_members} members)")
+    return rows
 
 
 def _cpu_s(pid: int) -> float:
@@ -63,9 +123,9 @@ def _child_pids() -> set[int]:
 
 
 def plain_loop(urls: list[str], cfg: DataConfig, num_samples: int) -> tuple[float, float]:
-    """(samples/s, CPU us per sample) of the simplest loop that reads the same tar members and
-    decodes them the same way (image -> tensor at the configured size, audio -> [1, L] tensor),
-    in one process."""
+    """(samples/s, CPU us per sample) of the simplest loop that reads the same tar members, with
+    the same reader, and decodes them the same way (image -> tensor at the configured size,
+    audio -> [1, L] tensor), in one process: what the stream costs on top is its own."""
     to_tensor = ImageTransform(cfg.resolution, cfg.channels)
     members = _members(urls)
     start, cpu_start = time.perf_counter(), time.process_time()
