@@ -34,14 +34,18 @@ def test_bench_data_prints_stream_against_plain_for_each_worker_count_and_transp
 ) -> None:
     from gandist.bench.data import bench_readers, bench_transport
 
-    args = ["bench", "data", str(glyph_shards), "--workers", "0", "1", "--samples", "64"]
+    args = ["bench", "data", str(glyph_shards), "--workers", "0", "1", "2", "--samples", "64"]
     assert cli.main([*args, "--batch-size", "16", "--rounds", "1"]) == 0
     rows = [line.split() for line in capsys.readouterr().out.splitlines()]
     figures = [row for row in rows if row and row[1] == "image"]
-    assert [int(row[2]) for row in figures] == [0, 1]
+    assert [int(row[2]) for row in figures] == [0, 1, 2]
     assert all(float(row[3]) > 0 and float(row[4]) > 0 and float(row[8]) > 0 for row in figures)
     low, high = (float(x) for x in figures[1][7].split("-"))  # one round: a range of one
     assert low == high == float(figures[1][6])
+    # 2 workers are also set against 2 plain loops run at once.
+    assert [row[9] for row in figures[:2]] == ["-", "-"]
+    plains, vs_plains = float(figures[2][9]), float(figures[2][10])
+    assert plains > 0 and vs_plains == pytest.approx(float(figures[2][4]) / plains, abs=0.01)
 
     results = bench_transport([0.05, 2], num_batches=4)
     assert [(r["mb"], r["transport"]) for r in results] == [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+import multiprocessing
 import os
 import statistics
 import tarfile
@@ -179,67 +181,104 @@ def data_config(spec: str, num_workers: int) -> DataConfig:
     )
 
 
+def _plain_in_child(urls: list[str], cfg: DataConfig, num_samples: int, results: Any) -> None:
+    results.put(plain_loop(urls, cfg, num_samples))
+
+
+def parallel_plain(urls: list[str], cfg: DataConfig, num_samples: int, count: int) -> float:
+    """Summed samples/s of `count` plain loops run at once, one per process: what this machine
+    gives `count` processes of the plain loop right now, the most `count` workers could give."""
+    context = multiprocessing.get_context()
+    results = context.Queue()
+    processes = [
+        context.Process(target=_plain_in_child, args=(urls, cfg, num_samples, results))
+        for _ in range(count)
+    ]
+    for process in processes:
+        process.start()
+    rates = [results.get()[0] for _ in processes]
+    for process in processes:
+        process.join()
+    return sum(rates)
+
+
 def bench_data(
     specs: list[str],
     workers: list[int] | None = None,
     num_samples: int = 2048,
     batch_size: int = 32,
     rounds: int = 3,
-) -> list[dict[str, float]]:
+) -> list[dict[str, Any]]:
     """Print and return samples/s of the stream for each worker count beside the plain loop.
 
     Each round times the plain loop and the stream back to back (in turn first), and the ratios
     are taken within a round: on a shared machine whose speed drifts from minute to minute, a
     pair measured together is slowed alike. Figures are medians over `rounds`; `range` is the
     lowest and highest per-worker ratio of a single round.
+
+    With 2 or more workers each round also runs that many plain loops at once, in separate
+    processes (`parallel_plain`): the stream against them is the pipeline's own cost, apart
+    from what the machine loses when its cores work together (shared caches, memory bandwidth,
+    the host's other guests).
     """
     workers = workers or sorted({0, 1, 2, os.cpu_count() or 1})  # 0: in the training process
     rows = []
     print(
         f"{'shards':<28} {'kind':<6} {'workers':>7} {'plain/s':>9} {'stream/s':>9} "
-        f"{'stream/plain':>12} {'per worker':>10} {'range':>11} {'CPU eff':>8}"
+        f"{'stream/plain':>12} {'per worker':>10} {'range':>11} {'CPU eff':>8} "
+        f"{'N plains/s':>10} {'stream/N plains':>15}"
     )
     for spec in specs:
         urls = expand_shards(spec)
         base = data_config(spec, 0)
         for count in workers:
             cfg = data_config(spec, count)
-            pairs = []
+            timings: list[dict[str, Any]] = []
             for index in range(rounds):
-                if index % 2 == 0:
-                    plain = plain_loop(urls, base, num_samples)
-                    streamed = pipeline_rate(cfg, batch_size, num_samples)
-                else:
-                    streamed = pipeline_rate(cfg, batch_size, num_samples)
-                    plain = plain_loop(urls, base, num_samples)
-                pairs.append((plain, streamed))
-            ratios = [streamed[0] / plain[0] for plain, streamed in pairs]
+                steps = {
+                    "plain": functools.partial(plain_loop, urls, base, num_samples),
+                    "stream": functools.partial(pipeline_rate, cfg, batch_size, num_samples),
+                }
+                if count >= 2:
+                    steps["plains"] = functools.partial(
+                        parallel_plain, urls, base, num_samples, count
+                    )
+                names = list(steps)
+                names = names[index % len(names) :] + names[: index % len(names)]  # in turn first
+                timings.append({name: steps[name]() for name in names})
+            ratios = [t["stream"][0] / t["plain"][0] for t in timings]
             per_worker = [ratio / max(1, count) for ratio in ratios]
             row = {
                 "kind": cfg.kind,
                 "workers": count,
-                "plain": statistics.median(plain[0] for plain, _ in pairs),
-                "stream": statistics.median(streamed[0] for _, streamed in pairs),
+                "plain": statistics.median(t["plain"][0] for t in timings),
+                "stream": statistics.median(t["stream"][0] for t in timings),
                 "ratio": statistics.median(ratios),
                 "per_worker": statistics.median(per_worker),
                 "per_worker_range": (min(per_worker), max(per_worker)),
                 "cpu_efficiency": statistics.median(
-                    plain[1] / streamed[1] for plain, streamed in pairs
+                    t["plain"][1] / t["stream"][1] for t in timings
                 ),
             }
+            plains = "-"
+            if count >= 2:
+                row["plains"] = statistics.median(t["plains"] for t in timings)
+                row["vs_plains"] = statistics.median(t["stream"][0] / t["plains"] for t in timings)
+                plains = f"{row['plains']:>10.0f} {row['vs_plains']:>15.2f}"
             rows.append(row)
             spread = f"{min(per_worker):.2f}-{max(per_worker):.2f}"
             print(
                 f"{spec[-28:]:<28} {cfg.kind:<6} {count:>7} {row['plain']:>9.0f} "
                 f"{row['stream']:>9.0f} {row['ratio']:>12.2f} {row['per_worker']:>10.2f} "
-                f"{spread:>11} {row['cpu_efficiency']:>8.2f}",
+                f"{spread:>11} {row['cpu_efficiency']:>8.2f} {plains:>26}",
                 flush=True,
             )
     print(
         f"({os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; medians of {rounds} "
         "rounds, each timing the plain loop and the stream back to back; 'per worker' = "
         "stream/plain divided by workers, the goal is >= 0.8; 'CPU eff' = the plain loop's CPU "
-        "time per sample over the stream's, workers and training process together)"
+        "time per sample over the stream's, workers and training process together; 'N plains' "
+        "= as many plain loops as workers, run at once in separate processes)"
     )
     return rows
 
