@@ -34,6 +34,7 @@ from gandist.data.stream import (
     UnreadableDataError,
     build_loader,
     check_bad_fraction,
+    to_torch_batch,
 )
 from gandist.data.synthetic import TONE_CLASSES, TONE_LENGTH, tone_sample, tone_samples
 from gandist.data.verify import inspect_shards, verify_shards
@@ -259,6 +260,9 @@ def test_16_bit_clips_scale_exactly_as_soundfile_also_among_other_formats(
     soundfile.write(flac16, np.zeros(100, np.float32), 16000, format="FLAC", subtype="PCM_16")
     assert audio.clip_array(flac16.getvalue(), 16000, 100, keep_pcm16=True).dtype == np.int16
     assert audio.clip_array(flac16.getvalue(), 16000, 100).dtype == np.float32
+    every = np.arange(-32768, 32768, dtype=np.int16).reshape(2, 1, -1)  # all 65536 values
+    scaled = to_torch_batch({"audio": every.copy()})["audio"]
+    assert torch.equal(scaled, torch.from_numpy(audio.pcm16_to_float(every)))
 
 
 def test_inspect_counts_classes_and_draws_a_contact_sheet(

@@ -564,7 +564,9 @@ def to_torch_batch(batch: dict[str, Any]) -> dict[str, Any]:
     if "image" in batch and batch["image"].dtype == torch.uint8:
         batch["image"] = to_unit_range(batch["image"])  # [B, C, H, W] float in [-1, 1]
     if "audio" in batch and batch["audio"].dtype == torch.int16:
-        batch["audio"] = batch["audio"].float().div_(32768.0)  # [B, 1, L], as `pcm16_to_float`
+        # [B, 1, L], bit for bit `pcm16_to_float`: 2**-15 is exact, so multiplying by it is
+        # dividing by 32768; one pass instead of two (convert, divide) over a ~2 MB batch.
+        batch["audio"] = torch.mul(batch["audio"], 2.0**-15, out=torch.empty(batch["audio"].shape))
     return batch
 
 
