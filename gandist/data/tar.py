@@ -118,7 +118,14 @@ def tar_members(stream: Any) -> Iterator[tuple[str, bytes]]:
             )
         if header == END_BLOCK:
             break
-        _check(header)
+        try:
+            _check(header)
+        except TarHeaderError:
+            if header is first:
+                raise TarHeaderError(
+                    "not a tar archive: its first block is no tar header"
+                ) from None
+            raise
         kind = header[156:157]
         size = _number(header[124:136])
         if "size" in pax and kind not in EXTENSIONS:
