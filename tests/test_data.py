@@ -263,6 +263,7 @@ def test_16_bit_clips_scale_exactly_as_soundfile_also_among_other_formats(
     every = np.arange(-32768, 32768, dtype=np.int16).reshape(2, 1, -1)  # all 65536 values
     scaled = to_torch_batch({"audio": every.copy()})["audio"]
     assert torch.equal(scaled, torch.from_numpy(audio.pcm16_to_float(every)))
+    assert torch.equal(scaled, torch.from_numpy(every.astype(np.float32) / np.float32(32768)))
 
 
 def test_inspect_counts_classes_and_draws_a_contact_sheet(

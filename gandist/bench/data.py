@@ -33,15 +33,20 @@ from gandist.data.tar import tar_members
 
 
 def _members(urls: list[str]) -> Iterator[tuple[str, bytes]]:
-    """(extension, bytes) of every media member, shard after shard, forever (local shards),
-    read by the stream's own tar reader."""
-    media = set(IMAGE_KEYS) | set(AUDIO_KEYS)
+    """(name, bytes) of every regular member, shard after shard, forever (local shards), read
+    by the stream's own `tar_members`."""
     for url in itertools.cycle(urls):
         with open(url, "rb") as stream:
-            for name, data in tar_members(stream):
-                ext = name.split(".", 1)[-1].lower() if "." in name else ""
-                if ext in media:
-                    yield ext, data
+            yield from tar_members(stream)
+
+
+def _media_members(urls: list[str]) -> Iterator[tuple[str, bytes]]:
+    """(extension, bytes) of every media member, forever (`_members`)."""
+    media = set(IMAGE_KEYS) | set(AUDIO_KEYS)
+    for name, data in _members(urls):
+        ext = name.split(".", 1)[-1].lower() if "." in name else ""
+        if ext in media:
+            yield ext, data
 
 
 def _tarfile_members(urls: list[str]) -> Iterator[bytes]:
@@ -61,18 +66,10 @@ def _webdataset_members(urls: list[str]) -> Iterator[bytes]:
                 yield member["data"]
 
 
-def _gandist_members(urls: list[str]) -> Iterator[bytes]:
-    """Every regular member, forever, read by the stream's `tar_members`."""
-    for url in itertools.cycle(urls):
-        with open(url, "rb") as stream:
-            for _, data in tar_members(stream):
-                yield data
-
-
 READERS = {
     "tarfile": _tarfile_members,
     "webdataset": _webdataset_members,
-    "gandist": _gandist_members,
+    "gandist": lambda urls: (data for _, data in _members(urls)),
 }
 
 
@@ -129,7 +126,7 @@ def plain_loop(urls: list[str], cfg: DataConfig, num_samples: int) -> tuple[floa
     the same reader, and decodes them the same way (image -> tensor at the configured size,
     audio -> [1, L] tensor), in one process: what the stream costs on top is its own."""
     to_tensor = ImageTransform(cfg.resolution, cfg.channels)
-    members = _members(urls)
+    members = _media_members(urls)
     start, cpu_start = time.perf_counter(), time.process_time()
     for ext, data in itertools.islice(members, num_samples):
         if ext in IMAGE_KEYS:

@@ -519,13 +519,13 @@ class BatchSlots:
     def to_torch(self, batch: dict[str, Any]) -> dict[str, Any]:
         """`to_torch_batch` for batches whose arrays may wait in slots; frees those slots."""
         refs = {name: ref for name, ref in batch.items() if isinstance(ref, SlotRef)}
+        slots = {name: self.data[ref.worker, ref.slot].numpy() for name, ref in refs.items()}
         for name, ref in refs.items():
             nbytes = int(np.prod(ref.shape)) * np.dtype(ref.dtype).itemsize
-            slot = self.data[ref.worker, ref.slot, :nbytes]
-            batch[name] = torch.from_numpy(slot.numpy().view(ref.dtype).reshape(ref.shape))
+            batch[name] = slots[name][:nbytes].view(ref.dtype).reshape(ref.shape)
         batch = to_torch_batch(batch)
         for name, ref in refs.items():
-            if batch[name].data_ptr() == self.data[ref.worker, ref.slot].data_ptr():
+            if batch[name].data_ptr() == slots[name].ctypes.data:
                 batch[name] = batch[name].clone()  # float32 audio: kept as is, so copy it out
             self.busy[ref.worker, ref.slot] = 0
         return batch
@@ -557,16 +557,15 @@ def collate_examples(
 
 
 def to_torch_batch(batch: dict[str, Any]) -> dict[str, Any]:
-    """A collated batch, in the training process: arrays -> tensors, uint8 images -> [-1, 1]."""
+    """A collated batch, in the training process: arrays -> tensors, uint8 images and int16
+    clips -> float in [-1, 1]."""
+    if "audio" in batch and batch["audio"].dtype == np.int16:
+        batch["audio"] = audio.pcm16_to_float(batch["audio"])  # [B, 1, L]
     for name in ("image", "audio", "label"):
         if name in batch:
             batch[name] = torch.as_tensor(batch[name])
     if "image" in batch and batch["image"].dtype == torch.uint8:
         batch["image"] = to_unit_range(batch["image"])  # [B, C, H, W] float in [-1, 1]
-    if "audio" in batch and batch["audio"].dtype == torch.int16:
-        # [B, 1, L], bit for bit `pcm16_to_float`: 2**-15 is exact, so multiplying by it is
-        # dividing by 32768; one pass instead of two (convert, divide) over a ~2 MB batch.
-        batch["audio"] = torch.mul(batch["audio"], 2.0**-15, out=torch.empty(batch["audio"].shape))
     return batch
 
 
