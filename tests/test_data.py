@@ -23,8 +23,8 @@ from PIL import Image
 from scipy.signal import resample_poly
 
 from gandist import cli
-from gandist.config import DataConfig
 from gandist.data import audio
+from gandist.data.config import DataConfig
 from gandist.data.make import MakeOptions, make_shards
 from gandist.data.shards import expand_shards, write_manifest, write_shards
 from gandist.data.stream import (

@@ -65,8 +65,8 @@ def test_too_much_bad_data_stops_both_ranks_at_the_same_step_with_a_clear_error(
 def test_a_run_with_a_few_bad_samples_logs_them_and_trains_on(
     tmp_path: Path, glyph_shards: Path
 ) -> None:
-    from gandist.config import load_config
-    from gandist.trainer import Trainer
+    from gandist.training.config import load_config
+    from gandist.training.trainer import Trainer
 
     shards = tmp_path / "shards"
     shutil.copytree(glyph_shards, shards)

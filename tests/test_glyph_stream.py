@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from gandist import cli
-from gandist.config import DataConfig
+from gandist.data.config import DataConfig
 from gandist.data.stream import StreamPosition, build_loader
 from tests.conftest import GLYPHS_PER_SHARD, NUM_GLYPH_SHARDS
 

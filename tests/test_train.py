@@ -11,9 +11,9 @@ import torch
 from PIL import Image
 
 from gandist import cli
-from gandist.config import load_config
 from gandist.distributed import NotDistributedError, check_distributed
-from gandist.trainer import Trainer
+from gandist.training.config import load_config
+from gandist.training.trainer import Trainer
 from tests import wandb_log
 from tests.conftest import tiny_overrides
 

@@ -17,9 +17,9 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from gandist.config import DataConfig
 from gandist.data import stream
 from gandist.data.audio import load_clip
+from gandist.data.config import DataConfig
 from gandist.data.shards import expand_shards, read_manifest
 from gandist.data.stream import (
     AUDIO_KEYS,

@@ -20,8 +20,8 @@ from PIL import Image
 from torch.utils.data import IterableDataset, get_worker_info
 from torchvision.transforms import functional as TF
 
-from gandist.config import DataConfig
 from gandist.data import audio
+from gandist.data.config import DataConfig
 from gandist.data.shards import expand_shards
 from gandist.data.tar import tar_members
 

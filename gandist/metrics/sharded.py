@@ -30,7 +30,7 @@ from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.utils_torch import torch_atomic_save
 
-from gandist.config import DataConfig
+from gandist.data.config import DataConfig
 from gandist.data.shards import expand_shards
 from gandist.data.stream import (
     BadSample,
@@ -39,7 +39,7 @@ from gandist.data.stream import (
     media_transform,
     read_shard,
 )
-from gandist.sampling import generate
+from gandist.models import generate
 
 log = logging.getLogger(__name__)
 
