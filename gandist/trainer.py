@@ -16,15 +16,16 @@ from tqdm.auto import tqdm
 from gandist import __version__, checkpoint, preemption
 from gandist.augment import DiffAugment
 from gandist.config import Config, to_dict, to_yaml
-from gandist.data.stream import (
-    DataHealth,
-    StreamPosition,
-    build_loader,
-    check_bad_fraction,
-    derive_seed,
-)
+from gandist.data.health import DataHealth, check_bad_fraction
+from gandist.data.loader import build_loader
+from gandist.data.stream import StreamPosition
 from gandist.diagnostics import sample_diversity
-from gandist.distributed import assert_ranks_in_sync, build_accelerator, resolve_mixed_precision
+from gandist.distributed import (
+    assert_ranks_in_sync,
+    build_accelerator,
+    derive_seed,
+    resolve_mixed_precision,
+)
 from gandist.ema import GeneratorEMA
 from gandist.losses import (
     gradient_penalty,

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from gandist.config import Config, load_config
-from gandist.data.stream import build_loader
+from gandist.data.loader import build_loader
 from gandist.registry import MODELS
 
 
