@@ -1,15 +1,21 @@
-"""Building the Accelerator so ranks really form one group, and cross-rank consistency checks."""
+"""Building the Accelerator so ranks really form one group, per-rank seeds, and cross-rank consistency checks."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 from accelerate import Accelerator, DistributedDataParallelKwargs
 from torch import nn
 
 ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+def derive_seed(*parts: int) -> int:
+    """A 32-bit seed that depends on every part (seed, rank, worker, epoch, ...), not their sum."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 def resolve_mixed_precision(mixed_precision: str) -> str:

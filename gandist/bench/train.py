@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gandist.data.stream import build_loader
+from gandist.data.loader import build_loader
 from gandist.registry import MODELS
 from gandist.training.config import Config, load_config
 

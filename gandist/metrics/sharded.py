@@ -31,14 +31,10 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.utils_torch import torch_atomic_save
 
 from gandist.data.config import DataConfig
+from gandist.data.decode import ToExample, media_transform
+from gandist.data.health import BadSample, SkipCounter
 from gandist.data.shards import expand_shards
-from gandist.data.stream import (
-    BadSample,
-    SkipCounter,
-    ToExample,
-    media_transform,
-    read_shard,
-)
+from gandist.data.stream import read_shard
 from gandist.models import generate
 
 log = logging.getLogger(__name__)

@@ -14,8 +14,12 @@ from tqdm.auto import tqdm
 from gandist import __version__, checkpoint, preemption
 from gandist.config import to_dict, to_yaml
 from gandist.data.loader import BatchStream, DataStream
-from gandist.data.stream import derive_seed
-from gandist.distributed import assert_ranks_in_sync, build_accelerator, resolve_mixed_precision
+from gandist.distributed import (
+    assert_ranks_in_sync,
+    build_accelerator,
+    derive_seed,
+    resolve_mixed_precision,
+)
 from gandist.registry import ALGORITHMS
 from gandist.rundir import resolve_resume, write_run_files
 from gandist.tracking import Tracker
