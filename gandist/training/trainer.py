@@ -4,58 +4,28 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from tqdm.auto import tqdm
 
-from gandist import __version__, checkpoint, preemption
+from gandist import __version__, preemption
+from gandist.checkpoint import mark_best
 from gandist.config import to_dict, to_yaml
 from gandist.data.loader import BatchStream, DataStream
-from gandist.distributed import (
-    assert_ranks_in_sync,
-    build_accelerator,
-    derive_seed,
-    resolve_mixed_precision,
-)
+from gandist.distributed import build_accelerator, derive_seed, resolve_mixed_precision
 from gandist.registry import ALGORITHMS
-from gandist.rundir import resolve_resume, write_run_files
+from gandist.rundir import write_run_files
 from gandist.tracking import Tracker
 from gandist.training.algorithm import Phase, Runtime
+from gandist.training.checkpointing import Checkpointer, Progress, RngState
 from gandist.training.config import Config
 from gandist.training.evaluation import TrainingEvaluation
-from gandist.training.updater import NonFiniteTrainingError, Updater
+from gandist.training.updater import NonFiniteGuard, prepare_updaters
 from gandist.training.window import MetricWindow
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class Progress:
-    """Counters saved with every checkpoint."""
-
-    step: int = 0
-    images_seen: int = 0
-    skipped_updates: int = 0
-
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step, "images_seen": self.images_seen, "skipped": self.skipped_updates}
-
-    def load_state_dict(self, state: dict[str, int]) -> None:
-        self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
-        self.skipped_updates = int(state.get("skipped", 0))
-
-
-class RngState:
-    """This rank's RNG states (python, numpy, torch, CUDA) as a checkpoint component."""
-
-    def state_dict(self) -> dict[str, Any]:
-        return checkpoint.rng_state()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        checkpoint.set_rng_state(state)
 
 
 class Trainer:
@@ -79,7 +49,9 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.algorithm = ALGORITHMS.get(cfg.train.algorithm)(cfg)
         torch.manual_seed(derive_seed(cfg.train.seed, acc.process_index))
-        self._prepare_networks_and_updaters()
+        self.updaters = prepare_updaters(
+            self.algorithm, acc, cfg.optim, cfg.train, fp16=self.precision == "fp16"
+        )
         self.algorithm.bind(
             Runtime(
                 device=acc.device,
@@ -94,7 +66,10 @@ class Trainer:
         self.data = self._build_data(batches)
         self.tracker = Tracker(acc, self.run_dir, cfg.tracking.wandb)
         self.config_yaml = to_yaml(cfg)
-        self._last_saved_step, self._bad_in_a_row = -1, 0
+        self.checkpointer = Checkpointer(
+            acc, self.run_dir, self.config_yaml, cfg.train.checkpoints_total_limit
+        )
+        self.guard = NonFiniteGuard(cfg.train.max_bad_steps, warn=self.precision != "fp16")
 
     # ---- construction -------------------------------------------------------------------
 
@@ -106,36 +81,6 @@ class Trainer:
                 f"the {world} processes; try {global_batch - global_batch % world or world}"
             )
         return global_batch // world
-
-    def _prepare_networks_and_updaters(self) -> None:
-        """DDP-wrap every network, one Adam per optimizer the algorithm declares, one Updater each."""
-        cfg, acc, algorithm = self.cfg, self.accelerator, self.algorithm
-        names, specs = list(algorithm.networks), algorithm.optimizers()
-        optimizers = {
-            name: torch.optim.Adam(
-                [p for net in spec.networks for p in algorithm.networks[net].parameters()],
-                lr=spec.lr,
-                betas=spec.betas,
-            )
-            for name, spec in specs.items()
-        }
-        prepared = acc.prepare(*algorithm.networks.values(), *optimizers.values())
-        algorithm.networks = dict(zip(names, prepared[: len(names)], strict=True))
-        self.updaters = {
-            name: Updater(
-                name,
-                optimizer,
-                [p for net in specs[name].networks for p in algorithm.networks[net].parameters()],
-                acc,
-                lr_schedule=cfg.optim.lr_schedule,
-                warmup_steps=cfg.optim.warmup_steps,
-                total_steps=cfg.train.steps,
-                clip_norm=cfg.optim.grad_clip_norm,
-                fp16=self.precision == "fp16",
-                check_finite=cfg.train.skip_nonfinite,
-            )
-            for name, optimizer in zip(specs, prepared[len(names) :], strict=True)
-        }
 
     def _build_data(self, batches: Iterable[dict[str, Any]] | None) -> DataStream | BatchStream:
         if batches is not None:
@@ -170,6 +115,16 @@ class Trainer:
         shared |= {f"scaler/{n}": u.scaler for n, u in self.updaters.items() if u.scaler}
         shared |= self.algorithm.state()
         return shared, {"rng": RngState(), "data": self.data}
+
+    def save_checkpoint(self) -> Path:
+        return self.checkpointer.save(
+            self.progress.step, *self.states(), self.algorithm.eval_generator()
+        )
+
+    def _saved_now(self) -> Path:
+        return self.checkpointer.saved_now(
+            self.progress.step, *self.states(), self.algorithm.eval_generator()
+        )
 
     # ---- the loop -----------------------------------------------------------------------
 
@@ -232,29 +187,9 @@ class Trainer:
             loss, metrics = self.algorithm.loss(phase, batch)
             update_metrics, skipped = self.updaters[phase.optimizer].step(loss)
         self.algorithm.after_update(phase, skipped)
-        self._count_skip(phase.name, skipped)
+        self.progress.skipped_updates += int(skipped)
+        self.guard.record(skipped, phase.name, self.progress.step + 1)
         return metrics | update_metrics
-
-    def _count_skip(self, phase: str, skipped: bool) -> None:
-        """Count skipped updates; too many in a row stop the run with its last checkpoint intact."""
-        if not skipped:
-            self._bad_in_a_row = 0
-            return
-        self.progress.skipped_updates += 1
-        self._bad_in_a_row += 1
-        if self.precision != "fp16" and self.is_main:  # fp16 skips while it finds its scale
-            log.warning(
-                "step %d phase %s: non-finite loss or gradient, update skipped on every rank",
-                self.progress.step + 1,
-                phase,
-            )
-        if self._bad_in_a_row >= self.cfg.train.max_bad_steps:
-            raise NonFiniteTrainingError(
-                f"{self._bad_in_a_row} updates in a row had non-finite losses or gradients (last: "
-                f"phase {phase} at step {self.progress.step + 1}); stopped without saving. The last "
-                f"good checkpoint is kept (resume=latest); lower the learning rates, set "
-                "optim.grad_clip_norm, or train in fp32"
-            )
 
     def _log_scalars(self, window: MetricWindow) -> dict[str, float]:
         # The loop's cross-rank reductions, paid once per log interval.
@@ -290,17 +225,9 @@ class Trainer:
                 info = {
                     k.split("/")[1]: v for k, v in result.values.items() if k.startswith("eval/")
                 }
-                checkpoint.mark_best(self.run_dir, path, step=self.progress.step, **info)
+                mark_best(self.run_dir, path, step=self.progress.step, **info)
         self.tracker.log_scalars(result.values, self.progress.step)
         return True
-
-    # ---- checkpoints --------------------------------------------------------------------
-
-    def _saved_now(self) -> Path:
-        """This step's checkpoint, saved now unless the loop just did."""
-        if self._last_saved_step == self.progress.step:
-            return checkpoint.checkpoint_dir(self.run_dir, self.progress.step)
-        return self.save_checkpoint()
 
     def _checkpoint_and_stop(self, stop: preemption.StopRequest) -> None:
         """Every rank stops after this step: save (unless this step just did) and acknowledge."""
@@ -314,57 +241,23 @@ class Trainer:
                 reason,
             )
 
-    def save_checkpoint(self) -> Path:
-        shared, per_rank = self.states()
-        networks = {k: v for k, v in shared.items() if isinstance(v, torch.nn.Module)}
-        for name, module in networks.items():
-            if not all(bool(torch.isfinite(p).all()) for p in module.parameters()):
-                raise NonFiniteTrainingError(
-                    f"{name} has non-finite weights at step {self.progress.step}; not saving it "
-                    "over the last good checkpoint (resume=latest continues from that one)"
-                )
-        assert_ranks_in_sync(self.accelerator, networks)
-        self._last_saved_step = self.progress.step
-        path = checkpoint.save_checkpoint(
-            self.accelerator,
-            self.run_dir,
-            self.progress.step,
-            shared,
-            per_rank,
-            self.algorithm.eval_generator(),
-            self.config_yaml,
-            keep=self.cfg.train.checkpoints_total_limit,
-        )
-        if self.is_main:
-            log.info("saved checkpoint %s", path)
-        return path
-
     def _resume(self) -> None:
-        path = resolve_resume(self.cfg.resume, self.run_dir)
+        path = self.checkpointer.resume(self.cfg.resume, *self.states())
         if path is None:
-            if self.cfg.resume == "latest" and self.is_main:
-                log.info("resume=latest: no checkpoint in %s yet, starting fresh", self.run_dir)
             return
-        checkpoint.check_resume_compatible(path, self.config_yaml)
-        shared, per_rank = self.states()
-        checkpoint.load_checkpoint(path, self.accelerator.process_index, shared, per_rank)
         # A resumed run trains with the config it prints: today's rates and betas, not the saved.
-        optim, specs = self.cfg.optim, self.algorithm.optimizers()
+        specs = self.algorithm.optimizers()
         changed = [
-            c
-            for n, u in self.updaters.items()
-            for c in u.apply_config(specs[n].lr, specs[n].betas, self.progress.step)
+            change
+            for name, updater in self.updaters.items()
+            for change in updater.apply_config(
+                specs[name].lr, specs[name].betas, self.progress.step
+            )
         ]
+        if self.is_main and changed:
+            log.warning("resume: this config's optimizer settings applied: %s", "; ".join(changed))
         if self.is_main:
-            if changed:
-                log.warning(
-                    "resume: optimizer settings from this config applied: %s (schedule %s)",
-                    "; ".join(changed),
-                    optim.lr_schedule,
-                )
-            checkpoint.fence_newer_checkpoints(self.run_dir, path)
             log.info("resumed from %s at step %d", path, self.progress.step)
-        self.accelerator.wait_for_everyone()
 
     def _run_info(self) -> dict[str, Any]:
         """How this run was launched, for a reader of the run directory."""

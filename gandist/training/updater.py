@@ -10,12 +10,39 @@ from accelerate import Accelerator
 from torch import nn
 
 from gandist.schedules import build_scheduler
+from gandist.training.algorithm import Algorithm, OptimizerSpec
+from gandist.training.config import OptimConfig, TrainConfig
 
 log = logging.getLogger(__name__)
 
 
 class NonFiniteTrainingError(RuntimeError):
     """Too many updates in a row had a non-finite loss or gradient; the run stops unsaved."""
+
+
+class NonFiniteGuard:
+    """Counts skipped updates; `max_in_a_row` in a row of one phase stop the run unsaved."""
+
+    def __init__(self, max_in_a_row: int, warn: bool) -> None:
+        self.max_in_a_row, self.warn = max_in_a_row, warn
+        self.in_a_row: dict[str, int] = {}  # per phase: a D that never updates is as stuck
+
+    def record(self, skipped: bool, phase: str, step: int) -> None:
+        if not skipped:
+            self.in_a_row[phase] = 0
+            return
+        count = self.in_a_row[phase] = self.in_a_row.get(phase, 0) + 1
+        if self.warn:  # fp16 skips as it finds its loss scale: no warning there
+            log.warning(
+                "step %d phase %s: non-finite loss or gradient, update skipped", step, phase
+            )
+        if count >= self.max_in_a_row:
+            raise NonFiniteTrainingError(
+                f"{count} updates in a row had non-finite losses or gradients (last: phase "
+                f"{phase} at step {step}); stopped without saving. The last good checkpoint is "
+                "kept (resume=latest); lower the learning rates, set optim.grad_clip_norm, or "
+                "train in fp32"
+            )
 
 
 class Updater:
@@ -129,10 +156,13 @@ class Updater:
         self.scheduler = build_scheduler(self.torch_optimizer, schedule, warmup, total)
         # LambdaLR's rate is a pure function of its step count: jump straight to `step`.
         self.scheduler.last_epoch = step
-        for group, rate in zip(
-            self.torch_optimizer.param_groups, self.scheduler.get_lr(), strict=True
+        for group, base, multiplier in zip(
+            self.torch_optimizer.param_groups,
+            self.scheduler.base_lrs,
+            self.scheduler.lr_lambdas,
+            strict=True,
         ):
-            group["lr"] = rate
+            group["lr"] = base * multiplier(step)
         self.scheduler._last_lr = [group["lr"] for group in self.torch_optimizer.param_groups]
         return sorted(set(changed))
 
@@ -151,3 +181,37 @@ class Updater:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.last_epoch = int(state["scheduler_step"])
+
+
+def prepare_updaters(
+    algorithm: Algorithm,
+    accelerator: Accelerator,
+    optim: OptimConfig,
+    train: TrainConfig,
+    fp16: bool,
+) -> dict[str, Updater]:
+    """DDP-wrap the algorithm's networks (in place) and build one Adam and Updater per optimizer
+    it declares, each over the parameters of the networks it steps."""
+    names, specs = list(algorithm.networks), algorithm.optimizers()
+
+    def parameters(spec: OptimizerSpec) -> list[nn.Parameter]:
+        return [p for net in spec.networks for p in algorithm.networks[net].parameters()]
+
+    optimizers = [torch.optim.Adam(parameters(s), lr=s.lr, betas=s.betas) for s in specs.values()]
+    prepared = accelerator.prepare(*algorithm.networks.values(), *optimizers)
+    algorithm.networks = dict(zip(names, prepared[: len(names)], strict=True))
+    return {
+        name: Updater(
+            name,
+            optimizer,
+            parameters(specs[name]),
+            accelerator,
+            lr_schedule=optim.lr_schedule,
+            warmup_steps=optim.warmup_steps,
+            total_steps=train.steps,
+            clip_norm=optim.grad_clip_norm,
+            fp16=fp16,
+            check_finite=train.skip_nonfinite,
+        )
+        for name, optimizer in zip(specs, prepared[len(names) :], strict=True)
+    }
