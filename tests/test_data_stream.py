@@ -16,7 +16,8 @@ from PIL import Image
 
 from gandist.config import DataConfig
 from gandist.data.health import UnreadableDataError
-from gandist.data.loader import BatchStream, DataStream
+from gandist.data.loader import BatchStream, DataStream, rank_state
+from gandist.data.stream import epoch_shares
 from tests.conftest import GLYPHS_PER_SHARD, run
 
 SCRIPT = Path(__file__).parent / "scripts" / "data_stream_two_ranks.py"
@@ -89,8 +90,8 @@ def test_a_changed_rank_or_worker_count_warns_once_naming_it_and_reads_a_fresh_o
     state = saved.state_dict()
     caplog.set_level(logging.WARNING, logger="gandist.data.loader")
     streams = [data_stream(glyph_shards, rank=rank, world_size=2) for rank in (0, 1)]
-    for stream in streams:  # the checkpoint holds one rank's state; both ranks are handed it
-        stream.load_state_dict(dict(state))
+    for rank, stream in enumerate(streams):  # the checkpoint holds the state of rank 0 only
+        stream.load_state_dict(rank_state([state], rank))
     [record] = caplog.records
     assert record.getMessage().startswith(
         "the data stream was saved with 1 rank x 2 workers, now 2 ranks x 2 workers: it "
@@ -150,6 +151,20 @@ def test_exact_mode_splits_one_shard_over_two_ranks_two_workers_once_per_epoch_a
             rest = [resumed.next_batch() for _ in range(10 - cut)]
             assert keys(rest) == keys(batches[cut:]), f"rank {rank} resumed after {cut}"
     assert len(seen) == len(set(seen)) == GLYPHS_PER_SHARD  # every sample once across 4 readers
+
+
+@pytest.mark.parametrize("num_shards", [1, 3, 4, 6])
+def test_epoch_shares_give_every_sample_to_exactly_one_of_four_readers(num_shards: int) -> None:
+    urls = [f"s{i}.tar" for i in range(num_shards)]
+    for epoch in range(3):
+        takers: dict[tuple[str, int], list[int]] = {}
+        for slot in range(4):
+            for share in epoch_shares(urls, seed=1, epoch=epoch, slot=slot, slots=4):
+                for index in range(12):  # the first 12 samples of each shard
+                    if index % share.parts == share.part:
+                        takers.setdefault((share.url, index), []).append(slot)
+        assert sorted(takers) == [(url, i) for url in sorted(urls) for i in range(12)]
+        assert all(len(slots) == 1 for slots in takers.values()), takers
 
 
 def test_a_shard_too_small_to_share_among_its_readers_fails_with_a_clear_message(
