@@ -105,6 +105,12 @@ def test_a_changed_rank_or_worker_count_warns_once_naming_it_and_reads_a_fresh_o
     replay = keys([data_stream(glyph_shards, world_size=2).next_batch() for _ in range(2)])
     assert keys([streams[0].next_batch() for _ in range(2)]) != replay
     assert streams[0].state_dict()["position"][0] == 2
+    # The fresh order's seed travels with the state: a later resume continues that order.
+    again = data_stream(glyph_shards, rank=0, world_size=2)
+    again.load_state_dict(streams[0].state_dict())
+    assert keys([again.next_batch() for _ in range(3)]) == keys(
+        [streams[0].next_batch() for _ in range(3)]
+    )
 
     caplog.clear()
     fewer = data_stream(glyph_shards, num_workers=1)
