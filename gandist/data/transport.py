@@ -1,5 +1,4 @@
-"""Batch transport: examples -> batches in the workers, handed to the training process in
-reused shared-memory slots, and turned into tensors there."""
+"""Batch transport: examples -> batches in the workers, handed over in shared-memory slots."""
 
 from __future__ import annotations
 
