@@ -164,11 +164,14 @@ def load_checkpoint(
     rank: int,
     shared: Mapping[str, Stateful],
     per_rank: Mapping[str, Stateful],
+    new_rank_takes: tuple[str, ...] = ("data",),
 ) -> dict[str, Any]:
     """Load a checkpoint's components into `shared` and this rank's into `per_rank`.
 
     The components must be the same set as saved (else a ConfigError names what differs). A
-    rank beyond the saved world size keeps its fresh per-rank state. Returns the format info.
+    rank beyond the saved world size loads only `new_rank_takes` from rank 0's file (the data
+    stream, which sees the launch changed and reads a fresh order); its RNGs stay its own.
+    Returns the format info.
     """
     if not (path / SHARED_FILE).is_file():
         raise ConfigError(
@@ -183,11 +186,11 @@ def load_checkpoint(
     for name, obj in shared.items():
         obj.load_state_dict(payload[name])
     own = path / rank_file(rank)
-    if own.is_file():
-        states = _load(own)
-        for name, obj in per_rank.items():
-            if name in states:
-                obj.load_state_dict(states[name])
+    source = own if own.is_file() else path / rank_file(0)
+    states = _load(source) if source.is_file() else {}
+    for name, obj in per_rank.items():
+        if name in states and (source == own or name in new_rank_takes):
+            obj.load_state_dict(states[name])
     return info
 
 

@@ -238,13 +238,6 @@ class DataStream:
         return values
 
 
-def rank_state(saved: list[dict[str, Any]], rank: int) -> dict[str, Any]:
-    """What rank `rank` of a resumed launch loads, from every rank's saved `state_dict()`: its
-    own, or rank 0's when the saved launch had fewer ranks (its position cannot fit then, and
-    `load_state_dict` starts that rank's bad-data counts at zero)."""
-    return saved[rank] if rank < len(saved) else saved[0]
-
-
 class BatchStream:
     """Any iterable of ready batches (in-memory, for benchmarks and tests) behind the same
     protocol as DataStream: nothing to checkpoint, no health to report."""

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from gandist import __version__, preemption
 from gandist.checkpoint import mark_best
 from gandist.config import to_dict, to_yaml
+from gandist.data.health import BadDataError
 from gandist.data.loader import BatchStream, DataStream
 from gandist.distributed import build_accelerator, derive_seed, resolve_mixed_precision
 from gandist.registry import ALGORITHMS
@@ -142,30 +143,32 @@ class Trainer:
             dynamic_ncols=True,
         )
         stop = preemption.StopRequest.from_env().install()
-        while self.progress.step < cfg.steps:
-            step = self.progress.step + 1
-            self.algorithm.diagnostics = step % cfg.log_every == 0 or step == cfg.steps
-            window.add(self.train_step())
-            self.progress.step, last = step, step == cfg.steps
-            self.progress.images_seen += self.algorithm.images_per_step
-            progress_bar.update(1)
-            if step % cfg.log_every == 0 or last:
-                values = self._log_scalars(window)
-                progress_bar.set_postfix(
-                    {k[6:]: f"{v:.3f}" for k, v in values.items() if k.endswith("_loss")}
-                )
-            if step % cfg.sample_every == 0 or last:
-                self.tracker.log_samples(self.algorithm.sample(), step)
-            if step % cfg.checkpoint_every == 0 or last:
-                self.save_checkpoint()
-                window.restart_clock()  # keep save time out of images/s
-            if evaluation is not None and self._evaluate(evaluation, last):
-                window.restart_clock()  # keep evaluation time out of images/s
-            if not last and step % cfg.stop_check_every == 0 and stop.agreed(self.accelerator):
-                self._checkpoint_and_stop(stop)
-                break
-        stop.close()
-        progress_bar.close()
+        try:
+            while self.progress.step < cfg.steps:
+                step = self.progress.step + 1
+                self.algorithm.diagnostics = step % cfg.log_every == 0 or step == cfg.steps
+                window.add(self.train_step())
+                self.progress.step, last = step, step == cfg.steps
+                self.progress.images_seen += self.algorithm.images_per_step
+                progress_bar.update(1)
+                if step % cfg.log_every == 0 or last:
+                    values = self._log_scalars(window)
+                    progress_bar.set_postfix(
+                        {k[6:]: f"{v:.3f}" for k, v in values.items() if k.endswith("_loss")}
+                    )
+                if step % cfg.sample_every == 0 or last:
+                    self.tracker.log_samples(self.algorithm.sample(), step)
+                if step % cfg.checkpoint_every == 0 or last:
+                    self.save_checkpoint()
+                    window.restart_clock()  # keep save time out of images/s
+                if evaluation is not None and self._evaluate(evaluation, last):
+                    window.restart_clock()  # keep evaluation time out of images/s
+                if not last and step % cfg.stop_check_every == 0 and stop.agreed(self.accelerator):
+                    self._checkpoint_and_stop(stop)
+                    break
+        finally:  # an error must not leave this process's signal handlers replaced
+            stop.close()
+            progress_bar.close()
         self.tracker.finish()
         if self.is_main:
             log.info("run finished: %s", self.run_dir.resolve())
@@ -198,7 +201,11 @@ class Trainer:
         values["train/skipped_steps"] = self.progress.skipped_updates
         values["perf/images_per_s"] = window.images_per_s(self.algorithm.images_per_step)
         values |= {f"train/lr_{n}": u.learning_rate for n, u in self.updaters.items()}
-        values |= self.data.health()
+        try:
+            values |= self.data.health()
+        except BadDataError as err:  # log the step that crossed the limit, then stop
+            self.tracker.log_scalars(values | err.values, self.progress.step)
+            raise
         self.tracker.log_scalars(values, self.progress.step)
         window.clear()
         return values
