@@ -37,7 +37,14 @@ from gandist.models.layers import conv_weights
 from gandist.registry import LOSSES, MODELS
 from gandist.sampling import generate
 from gandist.schedules import build_scheduler
-from gandist.tracking import METRICS_FILE, JsonlTracker, image_grid, wandb_mode, wandb_run_id
+from gandist.tracking import (
+    METRICS_FILE,
+    JsonlTracker,
+    image_grid,
+    log_image,
+    wandb_mode,
+    wandb_run_id,
+)
 
 log = logging.getLogger(__name__)
 
@@ -680,9 +687,7 @@ class Trainer:
         path = self.run_dir / "samples" / f"step-{self.state.step:08d}.png"
         grid = image_grid(images, path)
         if self.cfg.tracking.wandb:
-            self.accelerator.get_tracker("wandb").log_images(
-                {"samples": [grid.permute(1, 2, 0).numpy()]}, step=self.state.step
-            )
+            log_image(self.accelerator, "samples", grid, self.state.step)
         return path
 
     def _checkpoint_and_stop(self, stop: preemption.StopRequest) -> None:
