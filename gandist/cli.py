@@ -117,12 +117,15 @@ def cmd_data_make(args: argparse.Namespace) -> int:
             image_format=args.format, sample_rate=args.sample_rate, length=args.length,
             windows=args.windows,
         )  # fmt: skip
-        if args.shard_size < 1 or args.shard_mb <= 0:
-            raise ValueError("--shard-size must be >= 1 and --shard-mb > 0")
+        if (args.shard_size is not None and args.shard_size < 1) or args.shard_mb <= 0:
+            raise ValueError(
+                f"--shard-size must be >= 1 (got {args.shard_size}) and --shard-mb > 0 "
+                f"(got {args.shard_mb})"
+            )
         report = make_shards(
             args.source, args.out, options, prefix=args.prefix, max_count=args.shard_size,
             max_bytes=int(args.shard_mb * 1024 * 1024), workers=args.workers,
-            progress=not args.quiet,
+            progress=not args.quiet, seed=args.seed,
         )  # fmt: skip
     except ValueError as err:
         print(f"gandist: error: {err}", file=sys.stderr)
@@ -325,8 +328,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=16384, help="audio: samples per clip")
     p.add_argument("--windows", action="store_true",
                    help="audio: cut long files into windows of --length instead of one centre crop")  # fmt: skip
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard at most")
+    p.add_argument(
+        "--shard-size", type=int, default=None,
+        help="samples per shard at most; default: from the number of files, about 64 shards of "
+        "16 to 1000 samples (300 images: 19 shards), so ranks x workers each read their own",
+    )  # fmt: skip
     p.add_argument("--shard-mb", type=float, default=256, help="MiB per shard at most")
+    p.add_argument(
+        "--seed", type=int, default=0,
+        help="files are shuffled across the whole set from this seed before writing, so each "
+        "shard mixes all classes; the same folder and seed give the same shards",
+    )  # fmt: skip
     p.add_argument("--prefix", default="shard", help="shard file name prefix")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--quiet", action="store_true")

@@ -1,0 +1,113 @@
+"""`data make` on a user's folder: shards mix all classes, enough of them, and `inspect` sees all."""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gandist import cli
+from gandist.config import DataConfig
+from gandist.data.make import MakeOptions, make_shards
+from gandist.data.shards import write_manifest, write_shards
+from gandist.data.stream import build_loader
+from gandist.data.verify import scan_shards
+
+CLASSES = ("circles", "squares", "triangles")
+
+
+def class_folder(root: Path, per_class: int) -> Path:
+    """`per_class` small images in each of three class folders, listed class by class."""
+    rng = np.random.default_rng(0)
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 256, (8, 8, 3), dtype=np.uint8) // 3 + 80 * label
+            Image.fromarray(pixels.astype(np.uint8)).save(root / name / f"{i:04d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def three_hundred(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return class_folder(tmp_path_factory.mktemp("photos"), per_class=100)
+
+
+def shard_labels(out: Path) -> list[list[int]]:
+    """The labels of each shard in the order they were written."""
+    labels = []
+    for shard in sorted(out.glob("*.tar")):
+        with tarfile.open(shard) as tar:
+            names = sorted(m.name for m in tar.getmembers() if m.name.endswith(".cls"))
+            labels.append([int(tar.extractfile(name).read()) for name in names])
+    return labels
+
+
+def first_batch_labels(shards: Path, batch_size: int) -> set[int]:
+    cfg = DataConfig(shards=str(shards), num_workers=0, shuffle_buffer=0, resolution=8)
+    batch = next(iter(build_loader(cfg, batch_size=batch_size, rank=0, world_size=1, seed=0)))
+    return set(batch["label"].tolist())
+
+
+def test_a_300_image_folder_with_default_settings_gives_many_mixed_shards(
+    three_hundred: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "shards"
+    args = ["--from", str(three_hundred), "--out", str(out), "--kind", "image", "--size", "8"]
+    assert cli.main(["data", "make", *args, "--workers", "1", "--quiet"]) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = [s["count"] for s in manifest["shards"]]
+    assert len(counts) >= 4 and sum(counts) == 300, counts  # enough for 2 ranks x 2 workers
+    assert f"in {len(counts)} shards" in capsys.readouterr().out
+    assert manifest["classes"] == list(CLASSES) and manifest["seed"] == 0
+    # The folder is listed class by class, yet no shard holds a single class, and the first
+    # training batch (no shuffle buffer) holds all three.
+    assert all(len(set(labels)) > 1 for labels in shard_labels(out))
+    assert first_batch_labels(out, batch_size=12) == {0, 1, 2}
+
+
+def test_class_sorted_folder_gives_a_first_training_batch_holding_every_class(
+    tmp_path: Path,
+) -> None:
+    src = class_folder(tmp_path / "src", per_class=24)
+    make_shards(src, tmp_path / "out", MakeOptions(size=8), progress=False)
+    assert first_batch_labels(tmp_path / "out", batch_size=12) == {0, 1, 2}
+    assert all(set(labels) == {0, 1, 2} for labels in shard_labels(tmp_path / "out"))
+
+
+def test_the_same_seed_gives_the_same_shards_and_another_seed_another_order(
+    tmp_path: Path,
+) -> None:
+    src = class_folder(tmp_path / "src", per_class=6)
+
+    def digests(name: str, seed: int) -> list[str]:
+        make_shards(src, tmp_path / name, MakeOptions(size=8), seed=seed, progress=False)
+        manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+        return [s["sha256"] for s in manifest["shards"]]
+
+    assert digests("a", 0) == digests("b", 0)
+    assert digests("a", 0) != digests("c", 1)
+
+
+def test_inspect_draws_the_contact_sheet_from_the_whole_set(tmp_path: Path) -> None:
+    # Three single-class shards, written class by class: the first 12 samples are all class 0.
+    def glyph(label: int, i: int) -> dict:
+        return {"__key__": f"{label}-{i:03d}", "cls": label, "png": png_bytes(label)}
+
+    samples = [glyph(label, i) for label in range(3) for i in range(40)]
+    shards = write_shards(samples, tmp_path / "sorted", "sorted", max_count=40)
+    write_manifest(tmp_path / "sorted", shards, kind="image", classes=list(CLASSES))
+    report, kept = scan_shards(str(tmp_path / "sorted"), keep=12)
+    assert report.num_samples == 120 and len(kept) == 12
+    assert {label for _, (_, label) in kept} == {0, 1, 2}
+
+
+def png_bytes(label: int) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (80 * label, 0, 0)).save(buffer, format="PNG")
+    return buffer.getvalue()
