@@ -29,6 +29,7 @@ def default_num_processes() -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from gandist import train
+    from gandist.data.preflight import NOTES_SHOWN_ENV
 
     num = default_num_processes() if args.num_processes == "auto" else int(args.num_processes)
     if num <= 1 or "WORLD_SIZE" in os.environ:
@@ -47,7 +48,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "-m", "gandist.train", args.config, *args.overrides,
     ]  # fmt: skip
     # TERM/USR1 to this command reach the ranks as a stop file: checkpoint, then exit.
-    return run_forwarding_stop(command)
+    # The ranks check the data again but leave the notes to this process, which printed them.
+    return run_forwarding_stop(command, env=os.environ | {NOTES_SHOWN_ENV: "1"})
 
 
 def cmd_config(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ import torch
 
 from gandist.checkpoint import check_resume_compatible, latest_checkpoint, resolve_resume
 from gandist.config import Config, ConfigError, load_config, to_yaml
+from gandist.data.preflight import preflight_data
 from gandist.data.shards import expand_shards
 from gandist.distributed import launched_world_size
 
@@ -34,6 +35,7 @@ def preflight(cfg: Config, world_size: int | None = None) -> None:
         expand_shards(cfg.data.shards)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    preflight_data(cfg)  # what the shards hold; fills in model.num_classes left at 0
     if cfg.eval.enabled:
         from gandist.metrics.extractors import preflight as eval_preflight
 
