@@ -1,5 +1,9 @@
 """The `gandist` command: parses subcommands and hands each to the module that does the work."""
 
+# Every command imports what it needs inside its function: torch, accelerate, wandb and
+# torchvision take seconds to import, and `gandist --help` or a config typo should not wait
+# for them (`gandist bench startup` measures it).
+
 from __future__ import annotations
 
 import argparse
@@ -7,9 +11,6 @@ import os
 import socket
 import sys
 from pathlib import Path
-
-from gandist.config import ConfigError, load_config, to_yaml
-from gandist.preemption import run_forwarding_stop
 
 
 def _free_port() -> int:
@@ -28,15 +29,23 @@ def default_num_processes() -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from gandist.config import ConfigError, load_config
+
+    try:  # before torch is imported: a typo answers at once
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
     from gandist import train
     from gandist.data.preflight import NOTES_SHOWN_ENV
+    from gandist.preemption import run_forwarding_stop
 
     num = default_num_processes() if args.num_processes == "auto" else int(args.num_processes)
     if num <= 1 or "WORLD_SIZE" in os.environ:
         return train.main([args.config, *args.overrides])
-    # Validate here too, so a typo fails in one process before N start.
+    # Validate here too, so a mistake fails in one process before N start.
     try:
-        train.preflight(load_config(args.config, args.overrides), world_size=num)
+        train.preflight(cfg, world_size=num)
     except ConfigError as err:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
@@ -53,6 +62,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from gandist.config import ConfigError, load_config, to_yaml
+
     if args.reference:
         from gandist.config import reference_markdown
 
@@ -203,7 +214,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         path = sample_grid(
             args.run, num=args.num, out=args.out, seed=args.seed, class_index=args.class_index
         )
-    except (ValueError, ConfigError) as err:
+    except ValueError as err:  # ConfigError is a ValueError
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
@@ -233,7 +244,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     configure_logging()
     try:
         record, _ = evaluate_checkpoint(args.run, args.overrides, num=args.num, best=args.best)
-    except (ValueError, ConfigError) as err:
+    except ValueError as err:  # ConfigError is a ValueError
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
@@ -261,6 +272,13 @@ def cmd_metrics_train_extractor(args: argparse.Namespace) -> int:
         f"({report['train_s']:.0f} s); use it with eval.extractor=gandist-domain "
         f"eval.weights_path={args.out}"
     )
+    return 0
+
+
+def cmd_bench_startup(args: argparse.Namespace) -> int:
+    from gandist.bench.startup import bench_startup
+
+    bench_startup(rounds=args.rounds)
     return 0
 
 
@@ -441,6 +459,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", default="1,2", help="rank counts to time our path on, e.g. 1,2")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_bench_fid)
+    p = bench_sub.add_parser(
+        "startup", help="seconds to answer of --help, a config typo and others (fresh processes)"
+    )
+    p.add_argument("--rounds", type=int, default=5, help="runs of each command; medians count")
+    p.set_defaults(func=cmd_bench_startup)
     return parser
 
 
