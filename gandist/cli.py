@@ -207,12 +207,32 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def sample_class_index(run: str, value: str | None) -> int | None:
+    """`--class NAME|INDEX` of `gandist sample` as a label of the run's newest checkpoint."""
+    if value is None:
+        return None
+    from gandist.checkpoint import CONFIG_FILE, is_complete, latest_checkpoint
+    from gandist.classes import resolve_class, run_class_names
+    from gandist.config import load_config
+    from gandist.data.preflight import conditional_family
+
+    folder = Path(run)
+    if not is_complete(folder):
+        folder = latest_checkpoint(folder) or folder
+    if not (folder / CONFIG_FILE).is_file():
+        raise ValueError(f"{run} is neither a complete checkpoint nor a run with one")
+    cfg = load_config(folder / CONFIG_FILE)
+    num_classes = cfg.model.num_classes if conditional_family(cfg.model.name) else 0
+    return resolve_class(value, num_classes, run_class_names(folder, cfg.data.shards))
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     from gandist.sampling import sample_grid
 
     try:
+        class_index = sample_class_index(args.run, args.class_name)
         path = sample_grid(
-            args.run, num=args.num, out=args.out, seed=args.seed, class_index=args.class_index
+            args.run, num=args.num, out=args.out, seed=args.seed, class_index=class_index
         )
     except ValueError as err:  # ConfigError is a ValueError
         print(f"gandist: error: {err}", file=sys.stderr)
@@ -380,8 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--class", dest="class_index", type=int, default=None,
-        help="conditional models: draw only this class (default: cycle through all classes)",
+        "--class", dest="class_name", default=None, metavar="NAME|INDEX",
+        help="conditional models: draw only this class, by name (the shards' class folders) or "
+        "index (default: cycle through all classes)",
     )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 
