@@ -16,6 +16,7 @@ from gandist.data.make import MakeOptions, make_shards
 from gandist.data.shards import write_manifest, write_shards
 from gandist.data.stream import build_loader
 from gandist.data.verify import scan_shards
+from tests.conftest import gandist_cli, tiny_overrides
 
 CLASSES = ("circles", "squares", "triangles")
 
@@ -67,6 +68,21 @@ def test_a_300_image_folder_with_default_settings_gives_many_mixed_shards(
     # training batch (no shuffle buffer) holds all three.
     assert all(len(set(labels)) > 1 for labels in shard_labels(out))
     assert first_batch_labels(out, batch_size=12) == {0, 1, 2}
+
+
+@pytest.mark.dist
+def test_a_300_image_folder_trains_on_2_ranks_x_2_workers_with_default_shards(
+    three_hundred: Path, tmp_path: Path
+) -> None:
+    out, run_dir = tmp_path / "shards", tmp_path / "run"
+    args = ["--from", str(three_hundred), "--out", str(out), "--kind", "image", "--size", "8"]
+    assert cli.main(["data", "make", *args, "--workers", "1", "--quiet"]) == 0
+    overrides = tiny_overrides(run_dir, out, **{"data.resolution": 8, "data.num_workers": 2})
+    gandist_cli(
+        "train", "configs/dcgan.yaml", *overrides, "train.steps=2", "tracking.wandb=false",
+        "--num-processes", "2",
+    )  # fmt: skip
+    assert (run_dir / "checkpoints" / "step-00000002" / "COMPLETE").is_file()
 
 
 def test_class_sorted_folder_gives_a_first_training_batch_holding_every_class(
