@@ -13,6 +13,7 @@ import string
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import numpy as np
 import torch
@@ -103,10 +104,16 @@ def _has_wandb_credentials(url: str) -> bool:
 
 
 def _unreachable(url: str, timeout_s: float) -> str:
-    """Why a TCP connection to the server of `url` fails within `timeout_s`; '' when it opens."""
+    """Why a TCP connection to the server of `url` (or to the proxy that reaches it, as wandb
+    would use from HTTP(S)_PROXY) fails within `timeout_s`; '' when it opens."""
     parts = urlsplit(url if "://" in url else f"https://{url}")
     if not parts.hostname:
         return "no host name in the URL"
+    proxy = getproxies().get(parts.scheme)
+    if proxy and not proxy_bypass(parts.hostname):
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if not parts.hostname:
+            return f"no host name in the proxy {proxy}"
     port = parts.port or (80 if parts.scheme == "http" else 443)
     try:
         with socket.create_connection((parts.hostname, port), timeout=timeout_s):

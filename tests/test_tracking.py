@@ -56,6 +56,9 @@ def test_grid_to_uint8_gives_the_bytes_save_image_writes(tmp_path: Path) -> None
 def wandb_credentials(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    for name in ("http_proxy", "https_proxy", "all_proxy", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+        monkeypatch.delenv(name.upper(), raising=False)
     return monkeypatch
 
 
@@ -80,6 +83,10 @@ def test_wandb_stays_online_when_credentials_exist_and_the_server_answers(
         server.bind(("127.0.0.1", 0))
         server.listen()
         wandb_credentials.setenv("WANDB_BASE_URL", f"http://127.0.0.1:{server.getsockname()[1]}")
+        assert wandb_mode() == "online"
+        # Through a proxy, as wandb goes: the proxy answers, the closed server port is not tried.
+        wandb_credentials.setenv("http_proxy", f"http://127.0.0.1:{server.getsockname()[1]}")
+        wandb_credentials.setenv("WANDB_BASE_URL", "http://wandb.invalid:1")
         assert wandb_mode() == "online"
     wandb_credentials.delenv("WANDB_API_KEY")
     wandb_credentials.setenv("HOME", "/nonexistent")  # no ~/.netrc either
