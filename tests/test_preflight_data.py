@@ -9,6 +9,7 @@ import pytest
 import yaml
 from PIL import Image
 
+from gandist import cli
 from gandist.config import ConfigError, load_config
 from gandist.data.preflight import check_data_fits, resolve_num_classes
 from gandist.data.shards import write_manifest, write_shards
@@ -98,19 +99,19 @@ def test_data_mistakes_give_one_line_and_exit_2_before_a_run_directory_exists(
 
 
 def test_a_conditional_model_left_at_0_classes_trains_with_the_manifest_count(
-    labelled: Path, tmp_path: Path
+    labelled: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run_dir = tmp_path / "run"
-    result = gandist_cli(
+    assert cli.main([
         "train", "configs/conditional.yaml",
         *tiny_overrides(run_dir, labelled, **{"data.resolution": 8, "tracking.wandb": False}),
         "model.num_classes=0", "train.steps=1", "train.checkpoint_every=1",
-    )  # fmt: skip
+    ]) == 0  # fmt: skip
     saved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert saved["model"]["num_classes"] == 3
     assert (
         f"gandist: note: images will be resized from 16 px to 8 (data.resolution; "
-        f"{labelled}/manifest.json)" in result.stderr.splitlines()
+        f"{labelled}/manifest.json)" in capsys.readouterr().err.splitlines()
     )
 
 
