@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import tarfile
 from pathlib import Path
 
@@ -127,3 +128,14 @@ def png_bytes(label: int) -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (8, 8), (80 * label, 0, 0)).save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+def test_training_on_a_folder_of_images_says_to_make_shards_from_it(
+    three_hundred: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run_dir = tmp_path / "run"
+    assert cli.main(["train", "configs/dcgan.yaml", *tiny_overrides(run_dir, three_hundred)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and not run_dir.exists()
+    assert re.search(r"it holds image files \(\w+/\d{4}\.png\): make shards from it with ", err)
+    assert f"`gandist data make --from {three_hundred} --out {three_hundred}-shards" in err
