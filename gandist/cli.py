@@ -1,5 +1,9 @@
 """The `gandist` command: parses subcommands and hands each to the module that does the work."""
 
+# Every command imports what it needs inside its function: torch, accelerate, wandb and
+# torchvision take seconds to import, and `gandist --help` or a config typo should not wait
+# for them (`gandist bench startup` measures it).
+
 from __future__ import annotations
 
 import argparse
@@ -7,11 +11,6 @@ import os
 import socket
 import sys
 from pathlib import Path
-
-from gandist.config import to_yaml
-from gandist.errors import ConfigError
-from gandist.preemption import run_forwarding_stop
-from gandist.training.config import load_config
 
 
 def _free_port() -> int:
@@ -30,14 +29,24 @@ def default_num_processes() -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from gandist.errors import ConfigError
+    from gandist.training.config import load_config
+
+    try:  # before torch is imported: a typo answers at once
+        cfg = load_config(args.config, args.overrides)
+    except ConfigError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
     from gandist import train
+    from gandist.preemption import run_forwarding_stop
+    from gandist.training.preflight import NOTES_SHOWN_ENV
 
     num = default_num_processes() if args.num_processes == "auto" else int(args.num_processes)
     if num <= 1 or "WORLD_SIZE" in os.environ:
         return train.main([args.config, *args.overrides])
-    # Validate here too, so a typo fails in one process before N start.
+    # Validate here too, so a mistake fails in one process before N start.
     try:
-        train.preflight(load_config(args.config, args.overrides), world_size=num)
+        train.preflight(cfg, world_size=num)
     except ConfigError as err:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
@@ -49,10 +58,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         "-m", "gandist.train", args.config, *args.overrides,
     ]  # fmt: skip
     # TERM/USR1 to this command reach the ranks as a stop file: checkpoint, then exit.
-    return run_forwarding_stop(command)
+    # The ranks check the data again but leave the notes to this process, which printed them.
+    return run_forwarding_stop(command, env=os.environ | {NOTES_SHOWN_ENV: "1"})
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from gandist.config import to_yaml
+    from gandist.errors import ConfigError
+    from gandist.training.config import load_config
+
     if args.reference:
         from gandist.training.config import config_reference
 
@@ -119,12 +133,15 @@ def cmd_data_make(args: argparse.Namespace) -> int:
             image_format=args.format, sample_rate=args.sample_rate, length=args.length,
             windows=args.windows,
         )  # fmt: skip
-        if args.shard_size < 1 or args.shard_mb <= 0:
-            raise ValueError("--shard-size must be >= 1 and --shard-mb > 0")
+        if (args.shard_size is not None and args.shard_size < 1) or args.shard_mb <= 0:
+            raise ValueError(
+                f"--shard-size must be >= 1 (got {args.shard_size}) and --shard-mb > 0 "
+                f"(got {args.shard_mb})"
+            )
         report = make_shards(
             args.source, args.out, options, prefix=args.prefix, max_count=args.shard_size,
             max_bytes=int(args.shard_mb * 1024 * 1024), workers=args.workers,
-            progress=not args.quiet,
+            progress=not args.quiet, seed=args.seed,
         )  # fmt: skip
     except ValueError as err:
         print(f"gandist: error: {err}", file=sys.stderr)
@@ -193,14 +210,34 @@ def cmd_bench_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def sample_class_index(run: str, value: str | None) -> int | None:
+    """`--class NAME|INDEX` of `gandist sample` as a label of the run's newest checkpoint."""
+    if value is None:
+        return None
+    from gandist.data.classes import resolve_class, run_class_names
+    from gandist.rundir import CONFIG_FILE, is_complete, latest_checkpoint
+    from gandist.training.config import load_config
+    from gandist.training.preflight import conditional_family
+
+    folder = Path(run)
+    if not is_complete(folder):
+        folder = latest_checkpoint(folder) or folder
+    if not (folder / CONFIG_FILE).is_file():
+        raise ValueError(f"{run} is neither a complete checkpoint nor a run with one")
+    cfg = load_config(folder / CONFIG_FILE)
+    num_classes = cfg.model.num_classes if conditional_family(cfg.model.name) else 0
+    return resolve_class(value, num_classes, run_class_names(folder, cfg.data.shards))
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
-    from gandist.sampling import sample_grid
+    from gandist.runs.sample import sample_grid
 
     try:
+        class_index = sample_class_index(args.run, args.class_name)
         path = sample_grid(
-            args.run, num=args.num, out=args.out, seed=args.seed, class_index=args.class_index
+            args.run, num=args.num, out=args.out, seed=args.seed, class_index=class_index
         )
-    except (ValueError, ConfigError) as err:
+    except ValueError as err:  # ConfigError is a ValueError
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
     print(f"wrote {path}")
@@ -224,13 +261,13 @@ def cmd_bench_families(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
-    from gandist.metrics.standalone import evaluate_checkpoint
+    from gandist.runs.evaluate import evaluate_checkpoint
     from gandist.train import configure_logging
 
     configure_logging()
     try:
         record, _ = evaluate_checkpoint(args.run, args.overrides, num=args.num, best=args.best)
-    except (ValueError, ConfigError) as err:
+    except ValueError as err:  # ConfigError is a ValueError
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
     if int(os.environ.get("RANK", "0")) == 0:
@@ -258,6 +295,13 @@ def cmd_metrics_train_extractor(args: argparse.Namespace) -> int:
         f"({report['train_s']:.0f} s); use it with eval.extractor=gandist-domain "
         f"eval.weights_path={args.out}"
     )
+    return 0
+
+
+def cmd_bench_startup(args: argparse.Namespace) -> int:
+    from gandist.bench.startup import bench_startup
+
+    bench_startup(rounds=args.rounds)
     return 0
 
 
@@ -327,8 +371,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--length", type=int, default=16384, help="audio: samples per clip")
     p.add_argument("--windows", action="store_true",
                    help="audio: cut long files into windows of --length instead of one centre crop")  # fmt: skip
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per shard at most")
+    p.add_argument(
+        "--shard-size", type=int, default=None,
+        help="samples per shard at most; default: from the number of files, about 64 shards of "
+        "16 to 1000 samples (300 images: 19 shards), so ranks x workers each read their own",
+    )  # fmt: skip
     p.add_argument("--shard-mb", type=float, default=256, help="MiB per shard at most")
+    p.add_argument(
+        "--seed", type=int, default=0,
+        help="files are shuffled across the whole set from this seed before writing, so each "
+        "shard mixes all classes; the same folder and seed give the same shards",
+    )  # fmt: skip
     p.add_argument("--prefix", default="shard", help="shard file name prefix")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--quiet", action="store_true")
@@ -350,8 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("samples.png"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
-        "--class", dest="class_index", type=int, default=None,
-        help="conditional models: draw only this class (default: cycle through all classes)",
+        "--class", dest="class_name", default=None, metavar="NAME|INDEX",
+        help="conditional models: draw only this class, by name (the shards' class folders) or "
+        "index (default: cycle through all classes)",
     )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 
@@ -429,6 +483,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ranks", default="1,2", help="rank counts to time our path on, e.g. 1,2")
     p.add_argument("--batch-size", type=int, default=64)
     p.set_defaults(func=cmd_bench_fid)
+    p = bench_sub.add_parser(
+        "startup", help="seconds to answer of --help, a config typo and others (fresh processes)"
+    )
+    p.add_argument("--rounds", type=int, default=5, help="runs of each command; medians count")
+    p.set_defaults(func=cmd_bench_startup)
     return parser
 
 

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 from gandist.errors import ConfigError
-from gandist.models import FAMILY_MODULES
 
 T = TypeVar("T", bound=Callable[..., Any])
 
@@ -48,6 +47,11 @@ class Registry(Generic[T]):
         return self._table[name]
 
 
+# One module per family; each registers its builder when imported (on the first lookup).
+FAMILY_MODULES = tuple(
+    f"gandist.models.{name}"
+    for name in ("biggan", "conditional", "dcgan", "mlp", "sngan", "stylegan2", "wgan")
+)
 MODELS: Registry = Registry("model", FAMILY_MODULES)
 LOSSES: Registry = Registry("loss", ("gandist.losses",))
 ALGORITHMS: Registry = Registry("algorithm", ("gandist.training.adversarial",))

@@ -8,15 +8,19 @@ import math
 import netrc
 import os
 import secrets
+import socket
 import string
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker
-from torchvision.utils import make_grid, save_image
+from PIL import Image
+from torchvision.utils import make_grid
 
 from gandist.rundir import METRICS_FILE, WANDB_ID_FILE, sample_path
 
@@ -62,22 +66,60 @@ def _scalar(value: Any) -> float | int | None:
     return None
 
 
-def wandb_mode() -> str:
-    """`WANDB_MODE` when set; otherwise online only if an API key is configured, else offline.
+DEFAULT_WANDB_URL = "https://api.wandb.ai"
 
-    Offline runs are written under the run directory and can be uploaded later with `wandb sync`.
+
+def wandb_mode(reach_timeout_s: float = 2.0) -> str:
+    """`WANDB_MODE` when set; otherwise online if credentials exist and the server answers.
+
+    With credentials but no route to `WANDB_BASE_URL` (a compute node without internet), wandb
+    would retry for 90 s and then kill the run; a TCP connect with a short timeout decides first,
+    and the run goes offline with one warning. Offline runs are written under the run directory
+    and can be uploaded later with `wandb sync`.
     """
     if os.environ.get("WANDB_MODE"):
         return os.environ["WANDB_MODE"]
+    url = os.environ.get("WANDB_BASE_URL", DEFAULT_WANDB_URL)
+    if not _has_wandb_credentials(url):
+        return "offline"
+    problem = _unreachable(url, reach_timeout_s)
+    if problem:
+        log.warning(
+            "wandb: %s is unreachable (%s); logging offline under the run directory, "
+            "upload later with `wandb sync`",
+            url,
+            problem,
+        )
+        return "offline"
+    return "online"
+
+
+def _has_wandb_credentials(url: str) -> bool:
     if os.environ.get("WANDB_API_KEY"):
-        return "online"
+        return True
     try:
-        host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1]
-        if netrc.netrc().authenticators(host):
-            return "online"
+        return bool(netrc.netrc().authenticators(urlsplit(url).hostname or url))
     except (FileNotFoundError, netrc.NetrcParseError, OSError):
-        pass
-    return "offline"
+        return False
+
+
+def _unreachable(url: str, timeout_s: float) -> str:
+    """Why a TCP connection to the server of `url` (or to the proxy that reaches it, as wandb
+    would use from HTTP(S)_PROXY) fails within `timeout_s`; '' when it opens."""
+    parts = urlsplit(url if "://" in url else f"https://{url}")
+    if not parts.hostname:
+        return "no host name in the URL"
+    proxy = getproxies().get(parts.scheme)
+    if proxy and not proxy_bypass(parts.hostname):
+        parts = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if not parts.hostname:
+            return f"no host name in the proxy {proxy}"
+    port = parts.port or (80 if parts.scheme == "http" else 443)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            return ""
+    except OSError as err:  # refused, timed out, no DNS
+        return str(err) or type(err).__name__
 
 
 def wandb_run_id(run_dir: Path) -> str:
@@ -92,25 +134,38 @@ def wandb_run_id(run_dir: Path) -> str:
 
 
 def image_grid(images: torch.Tensor, path: str | os.PathLike | None = None) -> torch.Tensor:
-    """Arrange images [B, C, H, W] in [-1, 1] into one grid [C, H', W'] in [0, 1]; save it if asked."""
+    """Arrange images [B, C, H, W] in [-1, 1] into one grid [C, H', W'] in [0, 1]; save it if asked.
+
+    make_grid repeats a single channel three times, so the grid is always RGB.
+    """
     nrow = max(1, int(math.sqrt(images.shape[0])))
     grid = make_grid(
         images.float().cpu(), nrow=nrow, normalize=True, value_range=(-1, 1), padding=2
     )
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        save_image(grid, path)
+        Image.fromarray(grid_to_uint8(grid)).save(path)
     return grid
 
 
 def grid_to_uint8(grid: torch.Tensor) -> np.ndarray:
-    """A grid [C, H, W] in [0, 1] as the uint8 [H, W, C] pixels `save_image` writes to the PNG.
+    """A grid [C, H, W] in [0, 1] as pixels [H, W, C] uint8, rounded as torchvision's save_image.
 
-    wandb casts float images to uint8 without scaling, so a [0, 1] float grid became all
-    zeros (black) in every dashboard: hand it the same bytes as the file on disk.
+    Trackers must get these bytes, not the float grid: wandb.Image casts a float array straight
+    to uint8, which turns [0, 1] into an all-black image.
     """
-    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
-    return pixels.permute(1, 2, 0).cpu().numpy()
+    pixels = grid.detach().float().cpu().mul(255).add_(0.5).clamp_(0, 255)
+    return pixels.permute(1, 2, 0).to(torch.uint8).numpy()
+
+
+def log_image(trackers: Any, key: str, grid: torch.Tensor, step: int) -> None:
+    """Log a grid [C, H, W] in [0, 1] to wandb as exactly the pixels of the PNG in samples/.
+
+    `trackers` is an Accelerator (its wandb tracker is used) or a tracker with `log_images`.
+    Call it on the main process only.
+    """
+    tracker = trackers.get_tracker("wandb") if hasattr(trackers, "get_tracker") else trackers
+    tracker.log_images({key: [grid_to_uint8(grid)]}, step=step)
 
 
 class Tracker:
@@ -152,9 +207,7 @@ class Tracker:
         path = sample_path(self.run_dir, step)
         grid = image_grid(samples, path)
         if self.use_wandb:
-            self.accelerator.get_tracker("wandb").log_images(
-                {"samples": [grid_to_uint8(grid)]}, step=step
-            )
+            log_image(self.accelerator, "samples", grid, step)
         return path
 
     def finish(self) -> None:

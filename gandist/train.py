@@ -18,6 +18,7 @@ from gandist.distributed import launched_world_size
 from gandist.errors import ConfigError
 from gandist.rundir import latest_checkpoint, resolve_resume
 from gandist.training.config import Config, load_config
+from gandist.training.preflight import preflight_data
 
 
 def preflight(cfg: Config, world_size: int | None = None) -> None:
@@ -37,6 +38,7 @@ def preflight(cfg: Config, world_size: int | None = None) -> None:
         expand_shards(cfg.data.shards)
     except ValueError as err:
         raise ConfigError(str(err)) from None
+    preflight_data(cfg)  # what the shards hold; fills in model.num_classes left at 0
     if cfg.eval.enabled:
         from gandist.metrics.extractors import preflight as eval_preflight
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import multiprocessing
 import os
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,25 @@ IMAGE_SUFFIXES = frozenset(
 AUDIO_SUFFIXES = frozenset(
     {".wav", ".flac", ".ogg", ".oga", ".mp3", ".aif", ".aiff", ".au", ".w64", ".opus"}
 )
+
+
+TARGET_SHARDS = 64
+"""Shards `auto_shard_size` aims for: each of up to 8 ranks x 8 loader workers reads its own."""
+MIN_SHARD_SAMPLES = 16
+"""Fewest samples per shard that `auto_shard_size` picks, so a small set is not split to crumbs."""
+MAX_SHARD_SAMPLES = 1000
+"""Most samples per shard that `auto_shard_size` picks; large sets get more shards instead."""
+
+
+def auto_shard_size(num_files: int) -> int:
+    """Samples per shard for `num_files` files: about TARGET_SHARDS shards, within the bounds.
+
+    So 100 files give 7 shards, 300 give 19, 1,000 give 63, 10,000 give 64, 100,000 give 100.
+    Exact-mode training reads each shard in one worker, so a set needs at least ranks x workers
+    shards; more shards than that also spread the classes over the workers' shuffle buffers.
+    """
+    per_shard = math.ceil(num_files / TARGET_SHARDS)
+    return min(MAX_SHARD_SAMPLES, max(MIN_SHARD_SAMPLES, per_shard))
 
 
 @dataclass(frozen=True)
@@ -145,16 +166,20 @@ def make_shards(
     options: MakeOptions,
     *,
     prefix: str = "shard",
-    max_count: int = 1000,
+    max_count: int | None = None,
     max_bytes: int = 256 * 1024 * 1024,
     workers: int = 1,
     progress: bool = True,
+    seed: int = 0,
 ) -> MakeReport:
     """Convert every file under `src` and write numbered shards and `manifest.json` to `out`.
 
-    Files are converted in parallel but written in sorted path order, so the same folder
-    always gives the same shards. Unreadable or empty files are skipped and listed in the
-    report and the manifest.
+    The files are shuffled across the whole set from `seed` before writing, so every shard
+    holds a mix of all classes (class folders listed in order would give single-class shards
+    and single-class batches). Files are converted in parallel but written in that order, so
+    the same folder and seed always give the same shards. `max_count` None picks the shard
+    size from the number of files (`auto_shard_size`). Unreadable or empty files are skipped
+    and listed in the report and the manifest. Audio windows cut from one file stay together.
     """
     from tqdm.auto import tqdm
 
@@ -164,6 +189,9 @@ def make_shards(
     files, classes = find_files(src, options.kind)
     if not files:
         raise ValueError(f"--from {src} holds no {options.kind} files")
+    random.Random(seed).shuffle(files)
+    if max_count is None:
+        max_count = auto_shard_size(len(files))
     report = MakeReport(num_files=len(files), classes=classes)
     convert = functools.partial(_convert, options=options)
 
@@ -186,7 +214,7 @@ def make_shards(
                 pool.terminate()
 
     report.shards = write_shards(samples(), out, prefix, max_count=max_count, max_bytes=max_bytes)
-    info: dict[str, Any] = {"kind": options.kind, "count": report.num_samples}
+    info: dict[str, Any] = {"kind": options.kind, "count": report.num_samples, "seed": seed}
     if options.kind == "image":
         info |= {"resolution": options.size, "channels": options.channels, "fit": options.fit}
     else:

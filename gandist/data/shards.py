@@ -46,11 +46,31 @@ def expand_shards(spec: str) -> list[str]:
             else:
                 raise ValueError(f"data.shards: {item!r} is neither a shard file nor a folder")
     if not urls:
-        raise ValueError(
-            f"data.shards={spec!r} matched no {SHARD_SUFFIX} files; "
-            "make some with `gandist data synth glyphs --out DIR` or point it at your shards"
-        )
+        raise ValueError(f"data.shards={spec!r} matched no {SHARD_SUFFIX} files; {_hint(spec)}")
     return urls
+
+
+RAW_AUDIO = frozenset({".wav", ".flac", ".ogg", ".mp3", ".aif", ".aiff"})
+RAW_IMAGES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+def _hint(spec: str) -> str:
+    """What to do about a spec without shards: a folder of raw images or audio needs `data make`."""
+    folder = Path(spec.split("::")[0])
+    if folder.is_dir():
+        found = (p for p in folder.rglob("*") if p.suffix.lower() in RAW_IMAGES | RAW_AUDIO)
+        first = next(found, None)
+        if first is not None:
+            kind = "audio" if first.suffix.lower() in RAW_AUDIO else "image"
+            out = folder.with_name(f"{folder.name}-shards")
+            return (
+                f"it holds {kind} files ({first.relative_to(folder)}): make shards from it with "
+                f"`gandist data make --from {folder} --out {out} --kind {kind}` and set "
+                f"data.shards={out}"
+            )
+    return (
+        "make some from a folder with `gandist data make`, or `gandist data synth glyphs --out DIR`"
+    )
 
 
 def write_shards(

@@ -6,6 +6,7 @@ import collections
 import hashlib
 import io
 import math
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,11 +110,16 @@ def _check_against_manifest(url: str, manifest: dict[str, Any] | None, count: in
     return problems
 
 
-def scan_shards(spec: str, keep: int = 0) -> tuple[ShardsReport, list[tuple[str, Any]]]:
-    """Read and decode every sample of every shard; also returns the first `keep` decoded ones."""
+def scan_shards(
+    spec: str, keep: int = 0, seed: int = 0
+) -> tuple[ShardsReport, list[tuple[str, Any]]]:
+    """Read and decode every sample of every shard; also returns `keep` decoded ones drawn
+    uniformly from the whole set (reservoir sampling from `seed`), in the order they were read.
+    """
     urls = expand_shards(spec)
     report = ShardsReport(num_shards=len(urls))
-    kept: list[tuple[str, Any]] = []
+    rng = random.Random(seed)
+    reservoir: list[tuple[int, tuple[str, Any]]] = []  # (index among good samples, sample)
     for url in urls:
         manifest = read_manifest(url)
         expect = manifest or {}
@@ -129,11 +135,14 @@ def scan_shards(spec: str, keep: int = 0) -> tuple[ShardsReport, list[tuple[str,
             good += 1
             report.kinds[kind] += 1
             report.labels[decoded[1]] += 1
-            if len(kept) < keep:
-                kept.append((kind, decoded))
+            index = report.num_samples + good - 1
+            if len(reservoir) < keep:
+                reservoir.append((index, (kind, decoded)))
+            elif (slot := rng.randrange(index + 1)) < keep:
+                reservoir[slot] = (index, (kind, decoded))
         report.num_samples += good
         report.problems += _check_against_manifest(url, manifest, good)
-    return report, kept
+    return report, [item for _, item in sorted(reservoir, key=lambda pair: pair[0])]
 
 
 def verify_shards(spec: str) -> ShardsReport:
@@ -165,7 +174,8 @@ def contact_sheet(
 
 
 def inspect_shards(spec: str, out: str | Path | None, num: int = 64) -> ShardsReport:
-    """Scan the shards (as `verify`) and write a contact sheet of the first `num` samples."""
+    """Scan the shards (as `verify`) and write a contact sheet of `num` samples drawn from the
+    whole set, so a folder written class by class still shows every class."""
     report, kept = scan_shards(spec, keep=num)
     if out is not None and kept:
         buffer = io.BytesIO()

@@ -27,9 +27,3 @@ def generate(
     if labels is None:
         return generator(latents)
     return generator(latents, labels)
-
-
-FAMILY_MODULES = tuple(
-    f"gandist.models.{name}"
-    for name in ("biggan", "conditional", "dcgan", "mlp", "sngan", "stylegan2", "wgan")
-)

@@ -17,6 +17,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from gandist.errors import ConfigError
+from gandist.models.conditional import require_classes
 from gandist.models.config import ModelConfig
 from gandist.models.layers import (
     GBlock,
@@ -77,10 +78,7 @@ class BigGANDiscriminator(nn.Module):
 
 
 def validate(cfg: ModelConfig, resolution: int, channels: int) -> None:
-    if cfg.num_classes < 1:
-        raise ConfigError(
-            "model.name=biggan is class-conditional: set model.num_classes (10 for the glyphs)"
-        )
+    # num_classes=0 is allowed here: `gandist train` takes it from the shards before building.
     if resolution < 8 or resolution & (resolution - 1):
         raise ConfigError(
             f"model.name=biggan needs data.resolution to be a power of two >= 8, got {resolution}"
@@ -96,9 +94,11 @@ def validate(cfg: ModelConfig, resolution: int, channels: int) -> None:
 @MODELS.register("biggan")
 def build(cfg: ModelConfig, resolution: int, channels: int) -> tuple[nn.Module, nn.Module]:
     validate(cfg, resolution, channels)
+    require_classes(cfg)
     generator = BigGANGenerator(cfg.latent_dim, cfg.g_width, resolution, channels, cfg.num_classes)
     discriminator = BigGANDiscriminator(cfg.d_width, resolution, channels, cfg.num_classes)
     return generator, discriminator
 
 
 build.validate = validate
+build.conditional = True

@@ -64,11 +64,17 @@ class ProjectionDiscriminator(nn.Module):
         return self.head(self.trunk(images), labels)  # [B]
 
 
-def validate(cfg: ModelConfig, resolution: int, channels: int) -> None:
+def require_classes(cfg: ModelConfig) -> None:
+    """A class-conditional family is built with model.num_classes >= 1."""
     if cfg.num_classes < 1:
         raise ConfigError(
-            f"model.name={cfg.name} is class-conditional: set model.num_classes (10 for the glyphs)"
+            f"model.name={cfg.name} is class-conditional: set model.num_classes (10 for the "
+            "glyphs), or leave it 0 for `gandist train` to take it from the shards"
         )
+
+
+def validate(cfg: ModelConfig, resolution: int, channels: int) -> None:
+    # num_classes=0 is allowed here: `gandist train` takes it from the shards before building.
     if resolution < 8 or resolution & (resolution - 1):
         raise ConfigError(
             f"model.name={cfg.name} needs data.resolution to be a power of two >= 8, got {resolution}"
@@ -78,6 +84,7 @@ def validate(cfg: ModelConfig, resolution: int, channels: int) -> None:
 @MODELS.register("conditional")
 def build(cfg: ModelConfig, resolution: int, channels: int) -> tuple[nn.Module, nn.Module]:
     validate(cfg, resolution, channels)
+    require_classes(cfg)
     generator = ConditionalGenerator(
         cfg.latent_dim, cfg.g_width, resolution, channels, cfg.num_classes
     )
@@ -86,3 +93,4 @@ def build(cfg: ModelConfig, resolution: int, channels: int) -> tuple[nn.Module, 
 
 
 build.validate = validate
+build.conditional = True

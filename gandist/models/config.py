@@ -18,7 +18,7 @@ class ModelConfig:
     d_width: int = 64
     """Discriminator base width."""
     num_classes: int = 0
-    """Classes of a class-conditional family (conditional, biggan); 0 for unconditional ones."""
+    """Classes of a class-conditional family (conditional, biggan); 0 = taken from the shards' manifest for those, and 0 for unconditional families."""
     mapping_layers: int = 8
     """stylegan2: depth of the mapping network z -> w."""
     style_mixing_prob: float = 0.9

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 from gandist import __version__, preemption
 from gandist.checkpoint import mark_best
 from gandist.config import to_dict, to_yaml
+from gandist.data.classes import save_class_names
 from gandist.data.health import BadDataError
 from gandist.data.loader import BatchStream, DataStream
 from gandist.distributed import build_accelerator, derive_seed, resolve_mixed_precision
@@ -281,12 +282,14 @@ class Trainer:
         }
 
     def _start_tracking(self) -> None:
+        run_info = self._run_info()
         if self.is_main:
-            write_run_files(self.run_dir, self.config_yaml, self._run_info())
+            write_run_files(self.run_dir, self.config_yaml, run_info)
+            save_class_names(self.run_dir, self.cfg.data.shards)
         tracking = self.cfg.tracking
         self.tracker.start(
             tracking.project,
-            config=to_dict(self.cfg) | {"world_size": self.accelerator.num_processes},
+            config=to_dict(self.cfg) | {"world_size": run_info["world_size"], "run": run_info},
             wandb_kwargs={
                 "name": self.cfg.run_name,
                 "entity": tracking.entity,

@@ -108,7 +108,7 @@ def run_family(spec: str, shards: Path, out: Path) -> dict:
 
 def check_resume(trainer: Trainer, values: dict) -> dict:
     """Resume a second Trainer from the run's last checkpoint; report what came back intact."""
-    from gandist.sampling import load_generator
+    from gandist.runs.sample import load_generator
 
     cfg = load_config(
         f"configs/{trainer.cfg.model.name}.yaml",

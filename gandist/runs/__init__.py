@@ -1,0 +1,1 @@
+"""Commands over finished runs: drawing samples, scoring checkpoints."""
