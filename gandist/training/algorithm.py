@@ -17,6 +17,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from gandist.data.loader import Batches, DataStream
+from gandist.training.config import Config
+
 Metrics = dict[str, torch.Tensor]
 
 
@@ -62,6 +65,7 @@ class Algorithm(ABC):
     """The GAN maths of one family of training methods. Subclasses fill `networks` in __init__;
     the Trainer replaces them with their DDP-wrapped versions before the first step."""
 
+    cfg: Config
     networks: dict[str, nn.Module]
     runtime: Runtime
     diagnostics: bool = True
@@ -104,6 +108,27 @@ class Algorithm(ABC):
     def state(self) -> dict[str, Any]:
         """Named stateful components beyond the networks and optimizers (e.g. `ema`)."""
         return {}
+
+    def build_stream(
+        self,
+        *,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        seed: int,
+        reduce_sum: Callable[[torch.Tensor], torch.Tensor],
+    ) -> Batches:
+        """This rank's real data: one DataStream over `data.shards` by default. An algorithm that
+        trains on several sets (CycleGAN's two domains) returns one object that draws a batch
+        of each and checkpoints every position, behind the same protocol."""
+        return DataStream(
+            self.cfg.data,
+            batch_size=batch_size,
+            rank=rank,
+            world_size=world_size,
+            seed=seed,
+            reduce_sum=reduce_sum,
+        )
 
     def check_batch(self, batch: dict[str, Any]) -> None:  # noqa: B027 - optional hook
         """Raise a clear error for a real batch this algorithm cannot train on."""

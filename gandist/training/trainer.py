@@ -15,7 +15,7 @@ from gandist.checkpoint import mark_best
 from gandist.config import to_dict, to_yaml
 from gandist.data.classes import save_class_names
 from gandist.data.health import BadDataError
-from gandist.data.loader import BatchStream, DataStream
+from gandist.data.loader import Batches, BatchStream
 from gandist.distributed import build_accelerator, derive_seed, resolve_mixed_precision
 from gandist.registry import ALGORITHMS
 from gandist.rundir import write_run_files
@@ -84,12 +84,11 @@ class Trainer:
             )
         return global_batch // world
 
-    def _build_data(self, batches: Iterable[dict[str, Any]] | None) -> DataStream | BatchStream:
+    def _build_data(self, batches: Iterable[dict[str, Any]] | None) -> Batches:
         if batches is not None:
             return BatchStream(batches)
         acc = self.accelerator
-        return DataStream(
-            self.cfg.data,
+        return self.algorithm.build_stream(
             batch_size=self.batch_per_rank,
             rank=acc.process_index,
             world_size=acc.num_processes,
