@@ -106,7 +106,12 @@ class Algorithm(ABC):
         """The generator evaluation scores and checkpoints export (the EMA when there is one)."""
 
     def state(self) -> dict[str, Any]:
-        """Named stateful components beyond the networks and optimizers (e.g. `ema`)."""
+        """Named stateful components beyond the networks and optimizers (e.g. `ema`), the same
+        on every rank; saved once, by the main process."""
+        return {}
+
+    def rank_state(self) -> dict[str, Any]:
+        """Named stateful components that differ per rank (e.g. image pools), saved by each."""
         return {}
 
     def build_stream(

@@ -115,7 +115,7 @@ class Trainer:
         shared |= {f"optimizer/{n}": u for n, u in self.updaters.items()}
         shared |= {f"scaler/{n}": u.scaler for n, u in self.updaters.items() if u.scaler}
         shared |= self.algorithm.state()
-        return shared, {"rng": RngState(), "data": self.data}
+        return shared, {"rng": RngState(), "data": self.data, **self.algorithm.rank_state()}
 
     def save_checkpoint(self) -> Path:
         return self.checkpointer.save(
