@@ -248,7 +248,9 @@ def test_fid_between_real_halves_is_near_zero_and_grows_with_noise(
     glyph_shards: Path, trained_extractor: Path
 ) -> None:
     images = first_real_images(glyph_shards, 256)
-    fids, noise_fid = halves_fids(images, trained_extractor, [0.0, 0.05, 0.1, 0.2, 0.4])
+    # Noise of 0.05 moves FID less than the sampling error of 128-image halves (measured: 18.06
+    # clean, 17.96 at 0.05): the levels start where the extractor can resolve them.
+    fids, noise_fid = halves_fids(images, trained_extractor, [0.0, 0.1, 0.2, 0.4])
     assert all(math.isfinite(f) for f in fids)
     assert fids == sorted(fids) and fids[-1] > 2 * fids[0], fids
     # Near 0 on the scale of a useless generator (128 samples a side leave a small bias).

@@ -62,10 +62,10 @@ def rank_process(proc: subprocess.Popen, rank: int) -> psutil.Process | None:
 
 
 def saved_positions(run_dir: Path, step: int) -> list[list[int]]:
-    state = torch.load(
-        run_dir / "checkpoints" / f"step-{step:08d}" / "custom_checkpoint_0.pkl", weights_only=False
-    )
-    return state["data_positions"]
+    """Every rank's saved data stream position, from the ranks' own checkpoint files."""
+    folder = rundir.checkpoint_dir(run_dir, step)
+    files = sorted(folder.glob("rank-*.pt"))
+    return [torch.load(f, weights_only=True)["data"]["position"] for f in files]
 
 
 def test_sigterm_outside_slurm_checkpoints_at_one_agreed_step_and_exits_cleanly(
