@@ -31,7 +31,7 @@ from torch_fidelity.metric_kid import kid_features_to_metric
 from torch_fidelity.utils_torch import torch_atomic_save
 
 from gandist.config import DataConfig
-from gandist.data.shards import expand_shards
+from gandist.data.shards import expand_shards, shard_identities
 from gandist.data.stream import (
     BadSample,
     SkipCounter,
@@ -282,13 +282,12 @@ def reference_key(
 ) -> tuple[str, dict[str, Any]]:
     """A digest of everything the reference statistics depend on, and the description hashed.
 
-    Shards count by path, size and modification time: rewriting them invalidates the cache.
+    Local shards count by path, size and modification time: rewriting them invalidates the
+    cache. Remote shards count by their URL with credentials redacted, plus size, ETag and
+    Last-Modified where a HEAD request tells them (http(s)); see `shard_identities`.
     Images key on resolution and channels, audio on sample rate and clip length.
     """
-    shard_ids = []
-    for url in expand_shards(shards):
-        stat = Path(url).stat()
-        shard_ids.append([str(Path(url).resolve()), stat.st_size, stat.st_mtime_ns])
+    shard_ids = shard_identities(expand_shards(shards))
     description = {
         "format": CACHE_FORMAT,
         "shards": shard_ids,
