@@ -155,7 +155,7 @@ def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
     report = json.loads(out.read_text())
     assert report["world"] == 2 and report["num_real"] == num_real
     assert report["first_hit"] is False and report["second_hit_per_rank"] == [True, True]
-    assert len(list(cache.glob("reference-*.pt"))) == 2  # one image and one audio reference
+    assert len(list(cache.glob("reference-*.safetensors"))) == 2  # one image and one audio reference
 
     # torch-fidelity alone, in this one process, on the same generated and real samples.
     cfg = eval_config(str(random_extractor), str(cache), num_fake, num_real)
@@ -293,7 +293,7 @@ def test_reference_cache_is_reused_and_invalidated_by_changed_shards(
     third.prepare()
     assert third.cache_hit is False
     assert not torch.equal(third.reference.kid_features, first.reference.kid_features)
-    assert len(list((tmp_path / "cache").glob("reference-*.pt"))) == 2
+    assert len(list((tmp_path / "cache").glob("reference-*.safetensors"))) == 2
 
 
 def test_eval_on_pipe_shards_scores_as_on_the_files_and_caches_by_command(

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch_fidelity
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
-from torch_fidelity.utils_torch import torch_atomic_save
 
 from gandist.config import DataConfig
 from gandist.data.shards import expand_shards, shard_identities
@@ -43,7 +44,8 @@ from gandist.sampling import generate
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: safetensors (1 was a pickle)
+CACHE_SUFFIX = ".safetensors"
 
 
 @dataclass(frozen=True)
@@ -337,28 +339,47 @@ def reference_statistics(
         description=description,
     )
     if ranks.rank == 0:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "description": description,
-            "fid_stats": reference.fid_stats,
-            "kid_features": reference.kid_features,
-            "num": reference.num,
-        }
-        torch_atomic_save(payload, str(cache_path))  # temporary file + rename
+        _save_reference(cache_path, reference)
     return reference, False
 
 
+def _save_reference(path: Path, reference: Reference) -> None:
+    """Write the reference as safetensors (tensors and a JSON description; no pickle, so a
+    cache file can hold no code), through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        "fid_mu": torch.from_numpy(np.ascontiguousarray(reference.fid_stats["mu"])),
+        "fid_sigma": torch.from_numpy(np.ascontiguousarray(reference.fid_stats["sigma"])),
+        "kid_features": reference.kid_features.contiguous(),
+    }
+    metadata = {"description": json.dumps(reference.description), "num": str(reference.num)}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _load_reference(path: Path, description: dict[str, Any]) -> Reference | None:
+    """The cached reference at `path` when its description matches, else None. Only
+    safetensors are read: a file that is anything else (a pickle included) is ignored, and
+    recomputed over, without being executed."""
     if not path.is_file():
         return None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - a damaged cache entry is recomputed, not fatal
+        with safe_open(str(path), framework="pt") as cached:
+            metadata = cached.metadata() or {}
+            if json.loads(metadata.get("description", "null")) != json.loads(
+                json.dumps(description)
+            ):
+                return None
+            tensors = {name: cached.get_tensor(name) for name in cached.keys()}  # noqa: SIM118
+        fid_stats = {"mu": tensors["fid_mu"].numpy(), "sigma": tensors["fid_sigma"].numpy()}
+        return Reference(fid_stats, tensors["kid_features"], int(metadata["num"]), description)
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign cache entry is recomputed
         log.warning("ignoring unreadable reference cache %s: %s", path, err)
         return None
-    if payload.get("description") != description:
-        return None
-    return Reference(payload["fid_stats"], payload["kid_features"], payload["num"], description)
 
 
 # ---- scoring with torch-fidelity's statistics functions ----------------------------------
