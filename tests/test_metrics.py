@@ -155,7 +155,8 @@ def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
     report = json.loads(out.read_text())
     assert report["world"] == 2 and report["num_real"] == num_real
     assert report["first_hit"] is False and report["second_hit_per_rank"] == [True, True]
-    assert len(list(cache.glob("reference-*.safetensors"))) == 2  # one image and one audio reference
+    # One image and one audio reference.
+    assert len(list(cache.glob("reference-*.safetensors"))) == 2
 
     # torch-fidelity alone, in this one process, on the same generated and real samples.
     cfg = eval_config(str(random_extractor), str(cache), num_fake, num_real)
