@@ -52,7 +52,11 @@ _HEADER_SECRET = re.compile(
     r"\s*:\s*)[^'\"\n]+"
 )
 _OPTION_SECRET = re.compile(rf"(?i)((?:^|\s)--?{_SECRET_NAME}(?:=|\s+))('[^']*'|\"[^\"]*\"|\S+)")
-_ENV_SECRET = re.compile(rf"(?i)((?:^|[\s;&|(:])[A-Z0-9_]*{_SECRET_NAME}=)('[^']*'|\"[^\"]*\"|\S+)")
+# Environment assignments: upper-case names only, so `key=7` in a sample's name stays.
+_ENV_SECRET = re.compile(
+    r"((?:^|[\s;&|(:'\"])[A-Z0-9_]*(?:TOKEN|SECRET|PASSWORD|PASSWD|KEY|AUTH|CREDENTIAL|SESSION)"
+    r"[A-Z0-9_]*=)('[^']*'|\"[^\"]*\"|\S+)"
+)
 _CURL_USER = re.compile(r"((?:^|\s)(?:-u|--user)(?:=|\s+))('[^']*'|\"[^\"]*\"|\S+)")
 
 
@@ -76,13 +80,24 @@ def redact_shards(spec: str) -> str:
     parts = []
     for part in spec.split("::"):
         part = _URL.sub(_redact_url, part)
-        if part.startswith("pipe:"):
+        if "pipe:" in part:  # a command, or a message quoting one
             part = _HEADER_SECRET.sub(lambda m: m.group(1) + REDACTED, part)
             part = _OPTION_SECRET.sub(lambda m: m.group(1) + REDACTED, part)
             part = _ENV_SECRET.sub(lambda m: m.group(1) + REDACTED, part)
             part = _CURL_USER.sub(lambda m: m.group(1) + REDACTED, part)
         parts.append(part)
     return "::".join(parts)
+
+
+def redact_message(text: str, url: str) -> str:
+    """A message about shard `url` with the URL's credentials redacted wherever it quotes the
+    URL or, for `pipe:` shards, the bare command (as a failed pipe's error does)."""
+    if not url:
+        return redact_shards(text)
+    redacted = redact_shards(url)
+    if url.startswith("pipe:"):
+        text = text.replace(url[len("pipe:") :], redacted[len("pipe:") :])
+    return redact_shards(text.replace(url, redacted))
 
 
 # ---- what a shard's contents are known by (reference-statistics cache keys) --------------
@@ -167,10 +182,12 @@ def expand_shards(spec: str) -> list[str]:
             elif path.is_file():
                 urls.append(str(path))
             else:
-                raise ValueError(f"data.shards: {item!r} is neither a shard file nor a folder")
+                raise ValueError(
+                    f"data.shards: {redact_shards(item)!r} is neither a shard file nor a folder"
+                )
     if not urls:
         raise ValueError(
-            f"data.shards={spec!r} matched no {SHARD_SUFFIX} files; "
+            f"data.shards={redact_shards(spec)!r} matched no {SHARD_SUFFIX} files; "
             "make some with `gandist data synth glyphs --out DIR` or point it at your shards"
         )
     return urls
