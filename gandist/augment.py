@@ -19,7 +19,7 @@ def parse_policy(policy: str) -> list[str]:
 
 def check_policy(policy: str, key: str = "augment") -> None:
     """Raise ConfigError naming `key` when the policy holds an unknown transform."""
-    from gandist.config import ConfigError
+    from gandist.errors import ConfigError
 
     for part in parse_policy(policy):
         if part not in POLICIES:

@@ -8,8 +8,10 @@ import socket
 import sys
 from pathlib import Path
 
-from gandist.config import ConfigError, load_config, to_yaml
+from gandist.config import to_yaml
+from gandist.errors import ConfigError
 from gandist.preemption import run_forwarding_stop
+from gandist.training.config import load_config
 
 
 def _free_port() -> int:
@@ -52,9 +54,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     if args.reference:
-        from gandist.config import reference_markdown
+        from gandist.training.config import config_reference
 
-        print(reference_markdown(), end="")
+        print(config_reference(), end="")
         return 0
     if args.config is None:
         print("gandist: error: give a CONFIG file (or --reference)", file=sys.stderr)

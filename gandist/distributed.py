@@ -1,5 +1,5 @@
 """Building the Accelerator so ranks really form one group (on the devices they were given,
-with a timeout), naming a rank that was lost, and cross-rank consistency checks."""
+with a timeout), per-rank seeds, naming a lost rank, and cross-rank consistency checks."""
 
 from __future__ import annotations
 
@@ -13,12 +13,18 @@ import threading
 import time
 from collections.abc import Iterator, Mapping
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from accelerate import Accelerator, DistributedDataParallelKwargs, InitProcessGroupKwargs
 from torch import nn
 
 ACCELERATE_PRECISION = {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}
+
+
+def derive_seed(*parts: int) -> int:
+    """A 32-bit seed that depends on every part (seed, rank, worker, epoch, ...), not their sum."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0])
 
 
 def resolve_mixed_precision(mixed_precision: str) -> str:

@@ -6,6 +6,9 @@ import importlib
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
+from gandist.errors import ConfigError
+from gandist.models import FAMILY_MODULES
+
 T = TypeVar("T", bound=Callable[..., Any])
 
 
@@ -36,8 +39,6 @@ class Registry(Generic[T]):
         """Raise ValueError naming `key` and the accepted names when `name` is unknown."""
         names = self.names()
         if name not in names:
-            from gandist.config import ConfigError
-
             raise ConfigError(
                 f"unknown {self.kind} {name!r} for {key}; choose from [{', '.join(names)}]"
             )
@@ -47,5 +48,6 @@ class Registry(Generic[T]):
         return self._table[name]
 
 
-MODELS: Registry = Registry("model", ("gandist.models",))
+MODELS: Registry = Registry("model", FAMILY_MODULES)
 LOSSES: Registry = Registry("loss", ("gandist.losses",))
+ALGORITHMS: Registry = Registry("algorithm", ("gandist.training.adversarial",))

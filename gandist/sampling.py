@@ -8,22 +8,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gandist.checkpoint import CONFIG_FILE, load_generator_weights
-from gandist.config import Config, load_config
+from gandist.models import generate
 from gandist.registry import MODELS
+from gandist.rundir import CONFIG_FILE, load_generator_weights
 from gandist.tracking import image_grid
-
-
-def generate(
-    generator: nn.Module, latents: torch.Tensor, labels: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Images [B, C, H, W] from latents [B, latent_dim]; class labels [B] for conditional models.
-
-    The one place that knows how a generator is called, for grids, evaluation and export.
-    """
-    if labels is None:
-        return generator(latents)
-    return generator(latents, labels)
+from gandist.training.config import Config, load_config
 
 
 def load_generator(run_or_checkpoint: str | os.PathLike) -> tuple[nn.Module, Config]:

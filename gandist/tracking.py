@@ -12,14 +12,15 @@ import string
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from accelerate import Accelerator
 from accelerate.tracking import GeneralTracker
 from torchvision.utils import make_grid, save_image
 
-log = logging.getLogger(__name__)
+from gandist.rundir import METRICS_FILE, WANDB_ID_FILE, sample_path
 
-METRICS_FILE = "metrics.jsonl"
-WANDB_ID_FILE = "wandb_run_id"
+log = logging.getLogger(__name__)
 
 
 class JsonlTracker(GeneralTracker):
@@ -100,3 +101,61 @@ def image_grid(images: torch.Tensor, path: str | os.PathLike | None = None) -> t
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, path)
     return grid
+
+
+def grid_to_uint8(grid: torch.Tensor) -> np.ndarray:
+    """A grid [C, H, W] in [0, 1] as the uint8 [H, W, C] pixels `save_image` writes to the PNG.
+
+    wandb casts float images to uint8 without scaling, so a [0, 1] float grid became all
+    zeros (black) in every dashboard: hand it the same bytes as the file on disk.
+    """
+    pixels = grid.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8)
+    return pixels.permute(1, 2, 0).cpu().numpy()
+
+
+class Tracker:
+    """Where a run reports: metrics.jsonl always, wandb when enabled, sample grids on disk.
+
+    Built on Accelerate's trackers (`log_with`), which act on the main process only.
+    """
+
+    def __init__(self, accelerator: Accelerator, run_dir: Path, use_wandb: bool) -> None:
+        self.accelerator = accelerator
+        self.run_dir = Path(run_dir)
+        self.use_wandb = use_wandb
+
+    @staticmethod
+    def log_with(run_dir: Path, use_wandb: bool) -> list:
+        """The trackers to hand to the Accelerator when it is built."""
+        return [JsonlTracker(Path(run_dir) / METRICS_FILE), *(["wandb"] if use_wandb else [])]
+
+    def start(self, project: str, config: dict[str, Any], wandb_kwargs: dict[str, Any]) -> None:
+        init_kwargs: dict[str, Any] = {}
+        if self.use_wandb and self.accelerator.is_main_process:
+            init_kwargs["wandb"] = {
+                "dir": str(self.run_dir),
+                "mode": wandb_mode(),
+                # One wandb run per run directory: a resumed job appends to it.
+                "id": wandb_run_id(self.run_dir),
+                "resume": "allow",
+                **wandb_kwargs,
+            }
+        self.accelerator.init_trackers(project, config=config, init_kwargs=init_kwargs)
+
+    def log_scalars(self, values: dict[str, Any], step: int) -> None:
+        self.accelerator.log(values, step=step)
+
+    def log_samples(self, samples: torch.Tensor, step: int) -> Path | None:
+        """Write a grid of images [B, C, H, W] in [-1, 1] to samples/ and wandb (main process)."""
+        if not self.accelerator.is_main_process:
+            return None
+        path = sample_path(self.run_dir, step)
+        grid = image_grid(samples, path)
+        if self.use_wandb:
+            self.accelerator.get_tracker("wandb").log_images(
+                {"samples": [grid_to_uint8(grid)]}, step=step
+            )
+        return path
+
+    def finish(self) -> None:
+        self.accelerator.end_training()

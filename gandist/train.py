@@ -11,10 +11,13 @@ import sys
 
 import torch
 
-from gandist.checkpoint import check_resume_compatible, latest_checkpoint, resolve_resume
-from gandist.config import Config, ConfigError, load_config, to_yaml
+from gandist.checkpoint import check_resume_compatible
+from gandist.config import to_yaml
 from gandist.data.shards import expand_shards
 from gandist.distributed import launched_world_size
+from gandist.errors import ConfigError
+from gandist.rundir import latest_checkpoint, resolve_resume
+from gandist.training.config import Config, load_config
 
 
 def preflight(cfg: Config, world_size: int | None = None) -> None:
@@ -71,9 +74,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
     configure_logging()
-    from gandist.trainer import Trainer  # after validation: keeps config errors fast
+    from gandist.training.trainer import Trainer  # after validation: keeps config errors fast
+    from gandist.training.updater import NonFiniteTrainingError
 
-    Trainer(cfg).train()
+    try:
+        Trainer(cfg).train()
+    except NonFiniteTrainingError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 1
     return 0
 
 

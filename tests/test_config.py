@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from gandist import cli
-from gandist.config import ConfigError, load_config
+from gandist.errors import ConfigError
 from gandist.train import preflight
+from gandist.training.config import load_config
 from tests.conftest import run
 
 

@@ -13,7 +13,7 @@ import webdataset as wds
 from PIL import Image
 
 from gandist.data.shards import expand_shards
-from gandist.data.stream import epoch_shards
+from gandist.data.stream import epoch_shares
 from tests.conftest import run, tiny_overrides
 
 pytestmark = pytest.mark.dist
@@ -65,8 +65,8 @@ def test_too_much_bad_data_stops_both_ranks_at_the_same_step_with_a_clear_error(
 def test_a_run_with_a_few_bad_samples_logs_them_and_trains_on(
     tmp_path: Path, glyph_shards: Path
 ) -> None:
-    from gandist.config import load_config
-    from gandist.trainer import Trainer
+    from gandist.training.config import load_config
+    from gandist.training.trainer import Trainer
 
     shards = tmp_path / "shards"
     shutil.copytree(glyph_shards, shards)
@@ -85,7 +85,7 @@ def test_a_run_with_a_few_bad_samples_logs_them_and_trains_on(
     # 33 batches of 8 = 264 good samples: all 257 of epoch 0 (2 bad ones skipped on the way),
     # then 7 of epoch 1, which meets the broken shard again only if it comes first.
     urls = expand_shards(str(shards))
-    first_in_epoch_1 = epoch_shards(urls, seed=0, epoch=1, slot=0, slots=1)[0]
+    first_in_epoch_1 = epoch_shares(urls, seed=0, epoch=1, slot=0, slots=1)[0].url
     skipped = 4 if first_in_epoch_1.endswith("zz-broken.tar") else 2
     assert rows[-1]["data/skipped"] == skipped
     assert rows[-1]["data/bad_fraction"] == pytest.approx(skipped / (264 + skipped))

@@ -50,7 +50,7 @@ def test_torchrun_two_ranks_train_one_model_and_write_the_run(
     assert json.loads((run_dir / "run.json").read_text())["world_size"] == 2
     assert (run_dir / "samples" / "step-00000006.png").is_file()
     final = run_dir / "checkpoints" / "step-00000006"
-    assert {"COMPLETE", "random_states_0.pkl", "random_states_1.pkl"} <= {
+    assert {"COMPLETE", "state.pt", "rank-00000.pt", "rank-00001.pt"} <= {
         p.name for p in final.iterdir()
     }
     assert wandb_log.run_file(run_dir).stat().st_size > 0
@@ -76,11 +76,11 @@ def test_gandist_train_launches_two_ranks_and_resumes_them(
     assert rows[-1]["train/images_seen"] == 8 * 8
     info = json.loads((run_dir / "run.json").read_text())
     assert (info["world_size"], info["resumed_at_step"]) == (2, 4)
-    # Both ranks' stream positions travel with the checkpoint.
-    custom = torch.load(
-        run_dir / "checkpoints" / "step-00000008" / "custom_checkpoint_0.pkl", weights_only=False
-    )
-    assert len(custom["data_positions"]) == 2 and custom["data_positions"][0][0] == 8
+    # Both ranks' stream positions travel with the checkpoint, each in its rank's file.
+    final = run_dir / "checkpoints" / "step-00000008"
+    states = [torch.load(final / f"rank-{r:05d}.pt", weights_only=True) for r in (0, 1)]
+    assert [state["data"]["position"][0] for state in states] == [8, 8]
+    assert [state["data"]["rank"] for state in states] == [0, 1]
 
 
 LOSE_A_RANK = Path(__file__).parent / "scripts" / "lose_a_rank.py"

@@ -121,7 +121,8 @@ def test_conditional_model_refuses_batches_without_labels(families_run: Path) ->
 
 @pytest.mark.dist
 def test_sample_class_draws_the_requested_class(families_run: Path, tmp_path: Path) -> None:
-    from gandist.sampling import generate, load_generator, sample_grid
+    from gandist.models import generate
+    from gandist.sampling import load_generator, sample_grid
     from gandist.tracking import image_grid
 
     run_dir = families_run / "conditional"

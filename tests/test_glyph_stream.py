@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from gandist import cli
-from gandist.config import DataConfig
-from gandist.data.stream import StreamPosition, build_loader
+from gandist.data.config import DataConfig
+from gandist.data.loader import build_loader
+from gandist.data.stream import StreamPosition
 from tests.conftest import GLYPHS_PER_SHARD, NUM_GLYPH_SHARDS
 
 

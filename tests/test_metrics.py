@@ -17,11 +17,13 @@ import webdataset as wds
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
-from gandist import checkpoint, cli
-from gandist.config import ConfigError, DataConfig, EvalConfig, load_config
+from gandist import cli, rundir
+from gandist.data.config import DataConfig
 from gandist.data.shards import expand_shards, write_shards
 from gandist.data.synthetic import glyph_samples
+from gandist.errors import ConfigError
 from gandist.metrics import sharded
+from gandist.metrics.config import EvalConfig
 from gandist.metrics.domain import (
     AudioClassifier,
     ImageClassifier,
@@ -37,7 +39,8 @@ from gandist.metrics.extractors import (
     resolve_weights,
 )
 from gandist.metrics.sharded import Ranks, SampleFormat, evaluation_latents, to_extractor_input
-from gandist.sampling import generate
+from gandist.models import generate
+from gandist.training.config import load_config
 from tests.conftest import run, tiny_overrides
 from tests.scripts.metrics_two_ranks import eval_config, tiny_audio_generator, tiny_generator
 
@@ -379,9 +382,9 @@ def test_training_evaluates_by_images_logs_keeps_best_and_gandist_eval_matches_o
             assert math.isfinite(row[key]) and row[key] >= 0, (key, row)
         assert 0 < row["perf/eval_share"] < 1
     best_row = min(evals, key=lambda r: r["eval/fid"])
-    best_path = checkpoint.best_checkpoint(run_dir)
+    best_path = rundir.best_checkpoint(run_dir)
     assert best_path is not None and best_path.name == f"step-{best_row['step']:08d}"
-    best = json.loads((best_path / checkpoint.BEST).read_text())
+    best = json.loads((best_path / rundir.BEST).read_text())
     assert best["step"] == best_row["step"] and best["fid"] == best_row["eval/fid"]
 
     # The standalone command on 2 ranks and on 1 scores the same samples: the same numbers,

@@ -5,9 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gandist.config import ConfigError, ModelConfig, load_config
+from gandist.errors import ConfigError
+from gandist.models import generate
+from gandist.models.config import ModelConfig
 from gandist.registry import MODELS
-from gandist.sampling import class_labels, generate
+from gandist.sampling import class_labels
+from gandist.training.config import load_config
 
 FAMILY_CONFIGS = [
     "dcgan", "dcgan64", "conditional", "wgan", "wgan-gp", "sngan", "biggan", "stylegan2", "mlp",

@@ -14,7 +14,7 @@ import psutil
 import pytest
 import torch
 
-from gandist import checkpoint
+from gandist import checkpoint, rundir
 from gandist.preemption import StopRequest, stop_file_requests_stop
 from tests.conftest import ROOT, subprocess_env, tiny_overrides
 
@@ -83,7 +83,7 @@ def test_sigterm_outside_slurm_checkpoints_at_one_agreed_step_and_exits_cleanly(
         assert proc.wait(timeout=120) == 0, log.read_text()[-5000:]
     finally:
         proc.kill()
-    (first,) = checkpoint.complete_checkpoints(run_dir)
+    (first,) = rundir.complete_checkpoints(run_dir)
     first_stop = int(first.name.removeprefix("step-"))
     assert 0 < first_stop < STEPS and first_stop % 2 == 0
     assert [row[0] for row in saved_positions(run_dir, first_stop)] == [first_stop, first_stop]
@@ -100,7 +100,7 @@ def test_sigterm_outside_slurm_checkpoints_at_one_agreed_step_and_exits_cleanly(
         assert proc.wait(timeout=120) == 0, log.read_text()[-5000:]
     finally:
         proc.kill()
-    second_stop = int(checkpoint.latest_checkpoint(run_dir).name.removeprefix("step-"))
+    second_stop = int(rundir.latest_checkpoint(run_dir).name.removeprefix("step-"))
     assert first_stop < second_stop < STEPS
     assert logged_steps(run_dir) == list(range(2, second_stop + 1, 2))
     assert "stop file" in log.read_text()
@@ -138,7 +138,7 @@ def fake_checkpoint(run_dir: Path, step: int, complete: bool = True) -> Path:
     path = run_dir / "checkpoints" / (f"step-{step:08d}" if complete else f".tmp-step-{step:08d}")
     path.mkdir(parents=True)
     if complete:
-        (path / checkpoint.COMPLETE).write_text(f"{step}\n")
+        (path / rundir.COMPLETE).write_text(f"{step}\n")
     return path
 
 
@@ -148,32 +148,32 @@ def test_pruning_keeps_the_last_k_plus_the_best_and_drops_stale_temporaries(tmp_
     stale = fake_checkpoint(run_dir, 600, complete=False)
     checkpoint.mark_best(run_dir, paths[200], fid=31.5)
     checkpoint.prune_checkpoints(run_dir, keep=2)
-    assert [p.name for p in checkpoint.complete_checkpoints(run_dir)] == [
+    assert [p.name for p in rundir.complete_checkpoints(run_dir)] == [
         "step-00000200", "step-00000400", "step-00000500",
     ]  # fmt: skip
     assert not stale.exists()
-    assert checkpoint.best_checkpoint(run_dir) == paths[200]
-    assert json.loads((paths[200] / checkpoint.BEST).read_text()) == {"fid": 31.5}
+    assert rundir.best_checkpoint(run_dir) == paths[200]
+    assert json.loads((paths[200] / rundir.BEST).read_text()) == {"fid": 31.5}
 
     # A new best moves the marker; the old best becomes an ordinary, prunable checkpoint.
     checkpoint.mark_best(run_dir, paths[400], fid=20.0)
     newest = fake_checkpoint(run_dir, 700)
     checkpoint.prune_checkpoints(run_dir, keep=2)
-    assert [p.name for p in checkpoint.complete_checkpoints(run_dir)] == [
+    assert [p.name for p in rundir.complete_checkpoints(run_dir)] == [
         "step-00000400", "step-00000500", "step-00000700",
     ]  # fmt: skip
     checkpoint.prune_checkpoints(run_dir, keep=1)
-    assert checkpoint.complete_checkpoints(run_dir) == [paths[400], newest]
+    assert rundir.complete_checkpoints(run_dir) == [paths[400], newest]
 
     # The other rule: a checkpoint linked from checkpoints/ (e.g. checkpoints/best) is kept too.
-    (paths[400] / checkpoint.BEST).unlink()
+    (paths[400] / rundir.BEST).unlink()
     (run_dir / "checkpoints" / "best").symlink_to(paths[400].name)
     fake_checkpoint(run_dir, 800)
     checkpoint.prune_checkpoints(run_dir, keep=1)
-    assert [p.name for p in checkpoint.complete_checkpoints(run_dir)] == [
+    assert [p.name for p in rundir.complete_checkpoints(run_dir)] == [
         "step-00000400", "step-00000800",
     ]  # fmt: skip
-    assert checkpoint.latest_checkpoint(run_dir).name == "step-00000800"
+    assert rundir.latest_checkpoint(run_dir).name == "step-00000800"
 
     with pytest.raises(ValueError, match="not a complete checkpoint"):
         checkpoint.mark_best(run_dir, fake_checkpoint(run_dir, 900, complete=False))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from gandist.config import reference_markdown
+from gandist.training.config import config_reference
 from tests.conftest import ROOT
 
 
@@ -14,7 +14,7 @@ def test_readme_config_reference_is_generated_from_the_dataclasses() -> None:
         r"<!-- config-reference:start -->\n(.*)<!-- config-reference:end -->", readme, re.S
     )
     assert block, "README.md lost its config-reference markers"
-    assert block.group(1) == reference_markdown(), (
+    assert block.group(1) == config_reference(), (
         "README config reference is stale: paste the output of `gandist config --reference`"
     )
 

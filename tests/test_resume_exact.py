@@ -14,9 +14,11 @@ import numpy as np
 import pytest
 import torch
 
-from gandist import checkpoint
-from gandist.config import ConfigError, load_config
-from gandist.trainer import Trainer
+from gandist import rundir
+from gandist.errors import ConfigError
+from gandist.training.algorithm import Phase
+from gandist.training.config import load_config
+from gandist.training.trainer import Trainer
 from tests.conftest import ROOT, run, subprocess_env, tiny_overrides
 
 STEPS = 10  # 2N with N = 5: an odd stop step, so the resumed loader starts on worker role 1
@@ -50,20 +52,20 @@ def exact_overrides(run_dir: Path, shards: Path, **extra: object) -> list[str]:
 
 def snapshot(trainer: Trainer) -> dict[str, object]:
     """Everything that must match bit for bit: weights, buffers, optimizer moments, RNGs, data."""
-    unwrap = trainer.accelerator.unwrap_model
+    local = trainer.algorithm.local
+    g_adam = trainer.updaters["g"].torch_optimizer.state.values()
+    d_adam = trainer.updaters["d"].torch_optimizer.state.values()
     return {
-        "generator": {k: v.clone() for k, v in unwrap(trainer.generator).state_dict().items()},
-        "discriminator": {
-            k: v.clone() for k, v in unwrap(trainer.discriminator).state_dict().items()
-        },
-        "g_adam": [s["exp_avg"].clone() for s in trainer.g_optimizer.state.values()],
-        "d_adam": [s["exp_avg_sq"].clone() for s in trainer.d_optimizer.state.values()],
+        "generator": {k: v.clone() for k, v in local("generator").state_dict().items()},
+        "discriminator": {k: v.clone() for k, v in local("discriminator").state_dict().items()},
+        "g_adam": [s["exp_avg"].clone() for s in g_adam],
+        "d_adam": [s["exp_avg_sq"].clone() for s in d_adam],
         "torch_rng": torch.get_rng_state(),
         "python_rng": random.getstate(),
         "numpy_rng": np.random.get_state()[1].copy(),
-        "data_positions": trainer.stream_position.to_list(),
-        "step": trainer.state.step,
-        "images_seen": trainer.state.images_seen,
+        "data_positions": trainer.data.state_dict()["position"],
+        "step": trainer.progress.step,
+        "images_seen": trainer.progress.images_seen,
     }
 
 
@@ -94,23 +96,23 @@ def test_stop_and_resume_is_bit_exact_with_an_uninterrupted_run(
     # The same run, sent SIGTERM during step N: it checkpoints after step N and leaves the loop.
     run_dir = tmp_path / "stopped"
     first = Trainer(load_config(None, exact_overrides(run_dir, glyph_shards)))
-    g_step = first.g_step
+    run_phase = first.run_phase
 
-    def g_step_then_sigterm(*args: object) -> dict[str, torch.Tensor]:
-        if first.state.step == STEPS // 2 - 1:
+    def g_phase_then_sigterm(phase: Phase) -> dict[str, torch.Tensor]:
+        if phase.name == "g" and first.progress.step == STEPS // 2 - 1:
             os.kill(os.getpid(), signal.SIGTERM)
-        return g_step(*args)
+        return run_phase(phase)
 
-    monkeypatch.setattr(first, "g_step", g_step_then_sigterm)
+    monkeypatch.setattr(first, "run_phase", g_phase_then_sigterm)
     assert first.train().step == STEPS // 2
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, "the handler must be restored"
-    saved = [p.name for p in checkpoint.complete_checkpoints(run_dir)]
+    saved = [p.name for p in rundir.complete_checkpoints(run_dir)]
     assert saved == [f"step-{STEPS // 2:08d}"]
 
     resumed = Trainer(load_config(None, exact_overrides(run_dir, glyph_shards, resume="latest")))
     assert resumed.train().step == STEPS
     assert_identical(snapshot(resumed), expected)
-    assert resumed.stream_position.batches == STEPS
+    assert resumed.data.state_dict()["position"][0] == STEPS
 
 
 def test_stop_file_stops_the_run_and_records_the_step(tmp_path: Path, glyph_shards: Path) -> None:
@@ -128,7 +130,7 @@ def test_stop_file_stops_the_run_and_records_the_step(tmp_path: Path, glyph_shar
     finally:
         del os.environ["GANDIST_STOP_FILE"]
     assert state.step == 3
-    assert checkpoint.latest_checkpoint(tmp_path / "run").name == "step-00000003"
+    assert rundir.latest_checkpoint(tmp_path / "run").name == "step-00000003"
     assert stop_file.read_text().splitlines() == ["requested by USR1", "stopped at step 3"]
 
     # An acknowledged stop file no longer asks anything: the next launch trains to the end.
@@ -143,7 +145,7 @@ def test_stop_file_stops_the_run_and_records_the_step(tmp_path: Path, glyph_shar
 BLOCKING_TRAIN = """
 import os, sys, time
 from pathlib import Path
-from gandist import checkpoint, train
+from gandist import checkpoint, rundir, train
 
 saves = []
 fsync_tree = checkpoint._fsync_tree
@@ -182,16 +184,16 @@ def test_sigkill_in_the_middle_of_a_save_leaves_the_previous_checkpoint_usable(
             time.sleep(0.05)
         half_written = Path(blocked.read_text())
         assert half_written.name == ".tmp-step-00000004"
-        assert any(half_written.glob("*.safetensors")), "the model files should be written"
+        assert (half_written / "state.pt").is_file(), "the model files should be written"
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=30) == -signal.SIGKILL
     finally:
         proc.kill()
         proc.stdout.close()
 
-    assert not (half_written / checkpoint.COMPLETE).exists()
-    assert checkpoint.latest_checkpoint(run_dir).name == "step-00000002"
-    weights, _ = checkpoint.load_generator_weights(run_dir)
+    assert not (half_written / rundir.COMPLETE).exists()
+    assert rundir.latest_checkpoint(run_dir).name == "step-00000002"
+    weights, _ = rundir.load_generator_weights(run_dir)
     assert weights and all(torch.isfinite(w).all() for w in weights.values())
 
     run([sys.executable, "-m", "gandist.train", "configs/dcgan.yaml", *overrides, "resume=latest"])

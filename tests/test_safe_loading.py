@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from gandist.config import ConfigError, DataConfig, EvalConfig
+from gandist.data.config import DataConfig
 from gandist.data.shards import write_shards
 from gandist.data.synthetic import glyph_samples
+from gandist.errors import ConfigError
 from gandist.metrics import extractors
+from gandist.metrics.config import EvalConfig
 from gandist.metrics.domain import ImageClassifier, save_classifier
 from gandist.metrics.evaluate import Evaluator
 from gandist.metrics.extractors import (

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -11,9 +12,9 @@ import torch
 from PIL import Image
 
 from gandist import cli
-from gandist.config import load_config
 from gandist.distributed import NotDistributedError, check_distributed
-from gandist.trainer import Trainer
+from gandist.training.config import load_config
+from gandist.training.trainer import Trainer
 from tests import wandb_log
 from tests.conftest import tiny_overrides
 
@@ -84,16 +85,19 @@ def test_resume_latest_continues_at_the_next_step(tmp_path: Path, glyph_shards: 
 def test_g_step_leaves_discriminator_grads_empty_and_d_step_leaves_generator_grads_empty(
     tmp_path: Path, glyph_shards: Path
 ) -> None:
-    trainer = Trainer(load_config(None, tiny_overrides(tmp_path / "run", glyph_shards)))
-    real = torch.rand(8, 3, 32, 32) * 2 - 1
-    trainer.d_step(real)
-    assert all(p.grad is None for p in trainer.generator.parameters())
-    assert all(p.grad is not None for p in trainer.discriminator.parameters())
-    trainer.discriminator.zero_grad(set_to_none=True)
-    trainer.g_step(8)
-    assert all(p.grad is None for p in trainer.discriminator.parameters())
-    assert all(p.grad is not None for p in trainer.generator.parameters())
-    assert all(p.requires_grad for p in trainer.discriminator.parameters())  # unfrozen again
+    real = {"image": torch.rand(8, 3, 32, 32) * 2 - 1}
+    cfg = load_config(None, tiny_overrides(tmp_path / "run", glyph_shards))
+    trainer = Trainer(cfg, batches=itertools.repeat(real))
+    generator, discriminator = trainer.algorithm.networks.values()
+    d_phase, g_phase = trainer.algorithm.phases(0)
+    trainer.run_phase(d_phase)
+    assert all(p.grad is None for p in generator.parameters())
+    assert all(p.grad is not None for p in discriminator.parameters())
+    discriminator.zero_grad(set_to_none=True)
+    trainer.run_phase(g_phase)
+    assert all(p.grad is None for p in discriminator.parameters())
+    assert all(p.grad is not None for p in generator.parameters())
+    assert all(p.requires_grad for p in discriminator.parameters())  # unfrozen again
 
 
 def test_bf16_autocast_runs_the_networks_in_bfloat16_on_cpu(
@@ -104,7 +108,7 @@ def test_bf16_autocast_runs_the_networks_in_bfloat16_on_cpu(
     )
     trainer = Trainer(cfg)
     seen: set[torch.dtype] = set()
-    for module in trainer.accelerator.unwrap_model(trainer.discriminator).modules():
+    for module in trainer.algorithm.local("discriminator").modules():
         if isinstance(module, torch.nn.Conv2d):
             module.register_forward_hook(lambda m, i, out: seen.add(out.dtype))
     state = trainer.train()

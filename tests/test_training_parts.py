@@ -7,11 +7,12 @@ import torch
 from torch import nn
 
 from gandist.augment import DiffAugment
-from gandist.config import ConfigError, load_config
 from gandist.diagnostics import sample_diversity
 from gandist.distributed import resolve_mixed_precision
 from gandist.ema import GeneratorEMA
+from gandist.errors import ConfigError
 from gandist.schedules import lr_multiplier
+from gandist.training.config import load_config
 
 
 def _net(value: float) -> nn.Module:

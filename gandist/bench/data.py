@@ -17,19 +17,13 @@ import numpy as np
 import torch
 import webdataset as wds
 
-from gandist.config import DataConfig
-from gandist.data import stream
 from gandist.data.audio import load_clip
+from gandist.data.config import DataConfig
+from gandist.data.decode import AUDIO_KEYS, IMAGE_KEYS, ImageTransform, decode_image
+from gandist.data.loader import build_loader
 from gandist.data.shards import expand_shards, read_manifest
-from gandist.data.stream import (
-    AUDIO_KEYS,
-    IMAGE_KEYS,
-    BatchSlots,
-    ImageTransform,
-    build_loader,
-    decode_image,
-)
 from gandist.data.tar import tar_members
+from gandist.data.transport import BatchSlots, keep_batch, to_torch_batch
 
 
 def _members(urls: list[str]) -> Iterator[tuple[str, bytes]]:
@@ -306,7 +300,7 @@ class _FixedBatches(torch.utils.data.IterableDataset):
 def bench_transport(sizes_mb: list[float] | None = None, num_batches: int = 200) -> list[dict]:
     """Print the CPU cost of moving one batch of uint8 images from a DataLoader worker to the
     training process and scaling it there, by way of handing it over and batch size (Linux:
-    reads /proc). The stream uses slots (`gandist.data.stream.BatchSlots`).
+    reads /proc). The stream uses slots (`gandist.data.transport.BatchSlots`).
     """
     sizes_mb = sizes_mb or [0.1, 0.25, 0.5, 1, 2, 4, 8]
     print(
@@ -323,9 +317,9 @@ def bench_transport(sizes_mb: list[float] | None = None, num_batches: int = 200)
                 num_workers=1,
                 prefetch_factor=4,
                 persistent_workers=True,
-                collate_fn=stream.keep_batch,
+                collate_fn=keep_batch,
             )
-            receive = slots.to_torch if slots else stream.to_torch_batch
+            receive = slots.to_torch if slots else to_torch_batch
             batches = iter(loader)
             receive(next(batches))
             (worker,) = [w.pid for w in batches._workers]

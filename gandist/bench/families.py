@@ -45,8 +45,8 @@ def _bench_one(
 ) -> dict[str, Any]:
     from accelerate.state import AcceleratorState
 
-    from gandist.config import load_config
-    from gandist.trainer import Trainer
+    from gandist.training.config import load_config
+    from gandist.training.trainer import Trainer
 
     name = Path(path).stem
     cfg = load_config(
@@ -64,11 +64,11 @@ def _bench_one(
     data = _batches(per_rank, cfg.data.channels, cfg.data.resolution, cfg.model.num_classes)
     trainer = Trainer(cfg, batches=data)
     for _ in range(warmup):
-        trainer.train_step(data)
+        trainer.train_step()
     trainer.accelerator.wait_for_everyone()
     start = time.perf_counter()
     for _ in range(steps):
-        trainer.train_step(data)
+        trainer.train_step()
     trainer.accelerator.wait_for_everyone()
     elapsed = time.perf_counter() - start
     global_batch = per_rank * trainer.accelerator.num_processes

@@ -21,8 +21,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from gandist.config import DataConfig, EvalConfig, ModelConfig
+from gandist.data.config import DataConfig
+from gandist.metrics.config import EvalConfig
 from gandist.metrics.extractors import INCEPTION, write_random_inception_weights
+from gandist.models.config import ModelConfig
 from gandist.registry import MODELS
 
 BENCH_MODEL = ModelConfig(name="dcgan", latent_dim=100, g_width=64, d_width=64)

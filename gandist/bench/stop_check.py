@@ -10,6 +10,7 @@ alternating rounds; prints ms/step side by side and the overhead as a ratio.
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import statistics
 import subprocess
@@ -19,45 +20,39 @@ import time
 
 import torch
 
-from gandist.config import load_config
 from gandist.preemption import StopRequest
+from gandist.training.config import load_config
 
 INTERVALS = {"never": 0, "every 10 steps": 10, "every step": 1}
 
 
-def _time_steps(trainer, batch: torch.Tensor, steps: int, every: int, stop: StopRequest) -> float:
+def _time_steps(trainer, steps: int, every: int, stop: StopRequest) -> float:
     """Seconds per step of `steps` D+G steps, with the stop check every `every` steps (0: never)."""
     trainer.accelerator.wait_for_everyone()
     start = time.perf_counter()
     for step in range(1, steps + 1):
-        trainer.d_step(batch)
-        trainer.g_step(batch.shape[0])
+        trainer.train_step()
         if every and step % every == 0:
             assert not stop.agreed(trainer.accelerator)
-    if trainer.device.type == "cuda":
+    if trainer.accelerator.device.type == "cuda":
         torch.cuda.synchronize()
     return (time.perf_counter() - start) / steps
 
 
 def bench(config: str | None, overrides: list[str], steps: int, rounds: int) -> None:
-    from gandist.trainer import Trainer
+    from gandist.training.trainer import Trainer
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = load_config(config, [*overrides, f"output_dir={tmp}/run", "tracking.wandb=false"])
-        trainer = Trainer(cfg, batches=[])
-        shape = (
-            trainer.batch_per_rank,
-            cfg.data.channels,
-            cfg.data.resolution,
-            cfg.data.resolution,
-        )
-        batch = torch.rand(shape, device=trainer.device) * 2 - 1
+        per_rank = cfg.train.batch_size // int(os.environ.get("WORLD_SIZE", "1"))
+        shape = (per_rank, cfg.data.channels, cfg.data.resolution, cfg.data.resolution)
+        trainer = Trainer(cfg, batches=itertools.repeat({"image": torch.rand(shape) * 2 - 1}))
         stop = StopRequest()  # nothing asks: this measures the check alone
-        _time_steps(trainer, batch, 5, 1, stop)  # warm-up
+        _time_steps(trainer, 5, 1, stop)  # warm-up
         per_step: dict[str, list[float]] = {name: [] for name in INTERVALS}
         for _ in range(rounds):
             for name, every in INTERVALS.items():
-                per_step[name].append(_time_steps(trainer, batch, steps, every, stop))
+                per_step[name].append(_time_steps(trainer, steps, every, stop))
         checks = 200
         trainer.accelerator.wait_for_everyone()
         start = time.perf_counter()

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from gandist.config import Config, load_config
-from gandist.data.stream import build_loader
+from gandist.data.loader import build_loader
 from gandist.registry import MODELS
+from gandist.training.config import Config, load_config
 
 
 def preload_batches(cfg: Config, num_batches: int) -> list[dict[str, Any]]:
@@ -65,7 +65,7 @@ def trainer_loop(cfg: Config, batches: list[dict[str, Any]], out_dir: Path) -> l
     """images/s of the real Trainer for each log window, read back from its metrics.jsonl."""
     from accelerate.state import AcceleratorState
 
-    from gandist.trainer import Trainer
+    from gandist.training.trainer import Trainer
 
     Trainer(cfg, batches=itertools.cycle(batches)).train()
     AcceleratorState._reset_state(reset_partial_state=True)

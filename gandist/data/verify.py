@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from gandist.data import audio
+from gandist.data.decode import AUDIO_KEYS, IMAGE_KEYS, decode_image, sample_label
+from gandist.data.health import locate
 from gandist.data.shards import (
     expand_shards,
     is_remote,
@@ -22,14 +24,7 @@ from gandist.data.shards import (
     redact_message,
     redact_shards,
 )
-from gandist.data.stream import (
-    AUDIO_KEYS,
-    IMAGE_KEYS,
-    _locate,
-    decode_image,
-    read_shard,
-    sample_label,
-)
+from gandist.data.stream import read_shard
 
 
 @dataclass
@@ -62,7 +57,7 @@ def _raw_samples(url: str, problems: list[Problem]) -> Iterator[dict[str, Any]]:
     """The samples of one shard; tar errors (truncation, bad headers) become Problems."""
 
     def handler(exn: Exception) -> bool:
-        problems.append(Problem(url, "", f"unreadable shard: {_locate(exn).reason}"))
+        problems.append(Problem(url, "", f"unreadable shard: {locate(exn).reason}"))
         return True
 
     yield from read_shard(url, handler)

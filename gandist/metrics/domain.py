@@ -18,16 +18,10 @@ import webdataset as wds
 from torch import nn
 from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
+from gandist.data.decode import AUDIO_KEYS, IMAGE_KEYS, ToExample, media_transform
+from gandist.data.health import BadSample, SkipCounter
 from gandist.data.shards import expand_shards, read_manifest, redact_message, redact_shards
-from gandist.data.stream import (
-    AUDIO_KEYS,
-    IMAGE_KEYS,
-    BadSample,
-    SkipCounter,
-    ToExample,
-    media_transform,
-    read_shard,
-)
+from gandist.data.stream import read_shard
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from gandist.config import DataConfig, EvalConfig
+from gandist.data.config import DataConfig
+from gandist.metrics.config import EvalConfig
 from gandist.metrics.extractors import (
     check_extractor_kind,
     create_extractor,
@@ -141,7 +142,7 @@ class Evaluator:
         from torch_fidelity.metric_kid import kid_features_to_metric
 
         from gandist.metrics.sharded import evaluation_latents, to_extractor_input
-        from gandist.sampling import generate
+        from gandist.models import generate
 
         batch = min(self.cfg.batch_size, self.cfg.num_samples)
         num_classes = int(getattr(generator, "num_classes", 0) or 0)

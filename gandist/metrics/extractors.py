@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
-    from gandist.config import DataConfig
+    from gandist.data.config import DataConfig
 
 INCEPTION = "inception-v3-compat"
 DOMAIN = "gandist-domain"
@@ -28,7 +28,7 @@ _DOWNLOAD_TIMEOUT_S = 30
 
 
 def _config_error(message: str) -> Exception:
-    from gandist.config import ConfigError
+    from gandist.errors import ConfigError
 
     return ConfigError(message)
 

@@ -31,16 +31,12 @@ from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
 
-from gandist.config import DataConfig
+from gandist.data.config import DataConfig
+from gandist.data.decode import ToExample, media_transform
+from gandist.data.health import BadSample, SkipCounter
 from gandist.data.shards import expand_shards, shard_identities
-from gandist.data.stream import (
-    BadSample,
-    SkipCounter,
-    ToExample,
-    media_transform,
-    read_shard,
-)
-from gandist.sampling import generate
+from gandist.data.stream import read_shard
+from gandist.models import generate
 
 log = logging.getLogger(__name__)
 

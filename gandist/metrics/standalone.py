@@ -4,24 +4,19 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 from typing import Any
 
-import torch
-
-from gandist.checkpoint import CHECKPOINTS, CONFIG_FILE, best_checkpoint, load_generator_weights
-from gandist.config import Config, load_config
 from gandist.registry import MODELS
-from gandist.tracking import METRICS_FILE
+from gandist.rundir import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    generator_step,
+    load_generator_weights,
+    run_dir_of,
+)
+from gandist.training.config import Config, load_config
 
 EVAL_RESULTS_FILE = "eval.jsonl"
-
-
-def run_dir_of(checkpoint: Path) -> Path:
-    """The run directory holding a checkpoint folder (`run/checkpoints/step-N`)."""
-    if checkpoint.parent.name == CHECKPOINTS:
-        return checkpoint.parent.parent
-    return checkpoint
 
 
 def evaluate_checkpoint(
@@ -41,12 +36,7 @@ def evaluate_checkpoint(
     from gandist.metrics.evaluate import Evaluator
     from gandist.metrics.extractors import preflight
 
-    if best:
-        marked = best_checkpoint(run_or_checkpoint)
-        if marked is None:
-            raise ValueError(f"{run_or_checkpoint} has no checkpoint marked best (eval.keep_best)")
-        run_or_checkpoint = marked
-    weights, folder = load_generator_weights(run_or_checkpoint)
+    weights, folder = load_generator_weights(run_or_checkpoint, best=best)
     cfg = load_config(folder / CONFIG_FILE, overrides)
     preflight(cfg.eval.extractor, cfg.eval.weights_path, cfg.data)
     # Joins the process group a launcher (torchrun, accelerate launch, srun) set up, if any.
@@ -57,7 +47,7 @@ def evaluate_checkpoint(
     evaluator = Evaluator(cfg.eval, cfg.data, accelerator.device)
     evaluator.prepare()
     results = evaluator.evaluate(generator, num=num)
-    step = int(torch.load(folder / "generator.pt", map_location="cpu", weights_only=True)["step"])
+    step = generator_step(folder)
     record: dict[str, Any] = {
         "step": step,
         **results,

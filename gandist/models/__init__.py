@@ -1,4 +1,4 @@
-"""GAN families, one module each; importing this package registers them in `MODELS`.
+"""GAN families, one module each; `MODELS` (gandist.registry) imports them on first lookup.
 
 Every builder has the signature `build(cfg: ModelConfig, resolution, channels) -> (G, D)`:
 `G(z)` maps noise [B, latent_dim] to images [B, C, H, W] in [-1, 1], and `D(images)` returns
@@ -8,6 +8,28 @@ carry a `validate(cfg, resolution, channels)` attribute that raises ConfigError 
 process starts.
 """
 
-from gandist.models import biggan, conditional, dcgan, mlp, sngan, stylegan2, wgan
+from __future__ import annotations
 
-__all__ = ["biggan", "conditional", "dcgan", "mlp", "sngan", "stylegan2", "wgan"]
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+
+def generate(
+    generator: nn.Module, latents: torch.Tensor, labels: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Images [B, C, H, W] from latents [B, latent_dim]; class labels [B] for conditional models.
+
+    The one place that knows how a generator is called, for grids, evaluation and export.
+    """
+    if labels is None:
+        return generator(latents)
+    return generator(latents, labels)
+
+
+FAMILY_MODULES = tuple(
+    f"gandist.models.{name}"
+    for name in ("biggan", "conditional", "dcgan", "mlp", "sngan", "stylegan2", "wgan")
+)

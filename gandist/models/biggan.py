@@ -16,7 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from gandist.config import ConfigError, ModelConfig
+from gandist.errors import ConfigError
+from gandist.models.config import ModelConfig
 from gandist.models.layers import (
     GBlock,
     ProjectionHead,

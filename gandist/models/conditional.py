@@ -7,7 +7,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from gandist.config import ConfigError, ModelConfig
+from gandist.errors import ConfigError
+from gandist.models.config import ModelConfig
 from gandist.models.dcgan import _num_stages
 from gandist.models.layers import ConditionalBatchNorm2d, ProjectionHead
 from gandist.registry import MODELS

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-from gandist.config import ConfigError, ModelConfig
+from gandist.errors import ConfigError
+from gandist.models.config import ModelConfig
 from gandist.registry import MODELS
 
 

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from gandist.config import ModelConfig
+from gandist.models.config import ModelConfig
 from gandist.registry import MODELS
 
 

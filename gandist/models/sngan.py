@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gandist.config import ConfigError, ModelConfig
+from gandist.errors import ConfigError
+from gandist.models.config import ModelConfig
 from gandist.models.layers import GBlock, ProjectionHead, resnet_discriminator_blocks
 from gandist.registry import MODELS
 

@@ -20,7 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gandist.config import ConfigError, ModelConfig
+from gandist.errors import ConfigError
+from gandist.models.config import ModelConfig
 from gandist.registry import MODELS
 
 SQRT2 = math.sqrt(2.0)

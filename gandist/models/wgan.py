@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from gandist.config import ModelConfig
+from gandist.models.config import ModelConfig
 from gandist.models.dcgan import DCGANGenerator, _init_weights, _num_stages
 from gandist.models.dcgan import validate as dcgan_validate
 from gandist.registry import MODELS

@@ -16,8 +16,10 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from gandist.config import DataConfig, EvalConfig, ModelConfig
+from gandist.data.config import DataConfig
+from gandist.metrics.config import EvalConfig
 from gandist.metrics.evaluate import Evaluator
+from gandist.models.config import ModelConfig
 from gandist.registry import MODELS
 
 TINY_MODEL = ModelConfig(name="dcgan", latent_dim=16, g_width=8, d_width=8)

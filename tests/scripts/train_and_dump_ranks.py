@@ -7,8 +7,8 @@ import sys
 
 import torch
 
-from gandist.config import load_config
-from gandist.trainer import Trainer
+from gandist.training.config import load_config
+from gandist.training.trainer import Trainer
 
 
 def main() -> None:
@@ -21,8 +21,8 @@ def main() -> None:
             "world_size": accelerator.num_processes,
             "distributed_type": str(accelerator.distributed_type),
             "step": state.step,
-            "generator": accelerator.unwrap_model(trainer.generator).state_dict(),
-            "discriminator": accelerator.unwrap_model(trainer.discriminator).state_dict(),
+            "generator": trainer.algorithm.local("generator").state_dict(),
+            "discriminator": trainer.algorithm.local("discriminator").state_dict(),
         },
         f"{dump_dir}/rank{accelerator.process_index}.pt",
     )

@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from accelerate.state import AcceleratorState
 
-from gandist.config import load_config
-from gandist.trainer import Trainer
+from gandist.training.config import load_config
+from gandist.training.trainer import Trainer
 
 # Features every family trains with here, so each code path runs under 2 real ranks.
 COMMON = {
@@ -72,8 +72,8 @@ def run_family(spec: str, shards: Path, out: Path) -> dict:
     initial = {
         name: [p.detach().clone() for p in module.parameters()]
         for name, module in (
-            ("generator", trainer.generator),
-            ("discriminator", trainer.discriminator),
+            ("generator", trainer.algorithm.networks["generator"]),
+            ("discriminator", trainer.algorithm.networks["discriminator"]),
         )
     }
     trainer.train()
@@ -81,11 +81,11 @@ def run_family(spec: str, shards: Path, out: Path) -> dict:
     # Parameters, not buffers: BatchNorm statistics are per rank under DDP (each rank updates
     # them from its own batch after DDP broadcasts rank 0's), and checkpoints keep rank 0's.
     modules = {
-        "generator": trainer.accelerator.unwrap_model(trainer.generator),
-        "discriminator": trainer.accelerator.unwrap_model(trainer.discriminator),
+        "generator": trainer.algorithm.local("generator"),
+        "discriminator": trainer.algorithm.local("discriminator"),
     }
-    if trainer.ema is not None:
-        modules["ema"] = trainer.ema.module
+    if trainer.algorithm.ema is not None:
+        modules["ema"] = trainer.algorithm.ema.module
     weights = {
         name: {key: p.detach().clone() for key, p in module.named_parameters()}
         for name, module in modules.items()
@@ -122,35 +122,33 @@ def check_resume(trainer: Trainer, values: dict) -> dict:
     def same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
         return all(torch.equal(x, y) for x, y in zip(a.parameters(), b.parameters(), strict=True))
 
+    ema, resumed_ema = trainer.algorithm.ema.module, resumed.algorithm.ema.module
     report = {
-        "step": resumed.state.step == trainer.state.step,
-        "ema": same(resumed.ema.module, trainer.ema.module),
-        "exported_generator_is_ema": same(exported, trainer.ema.module),
-        "ema_differs_from_generator": not same(
-            trainer.ema.module, trainer.accelerator.unwrap_model(trainer.generator)
-        ),
-        "lr": [s.get_last_lr() for s in resumed.schedulers]
-        == [s.get_last_lr() for s in trainer.schedulers],
+        "step": resumed.progress.step == trainer.progress.step,
+        "ema": same(resumed_ema, ema),
+        "exported_generator_is_ema": same(exported, ema),
+        "ema_differs_from_generator": not same(ema, trainer.algorithm.local("generator")),
+        "lr": [u.scheduler.get_last_lr() for u in resumed.updaters.values()]
+        == [u.scheduler.get_last_lr() for u in trainer.updaters.values()],
     }
-    if trainer.g_scaler is not None:
-        report["scalers"] = (resumed.g_scaler.get_scale(), resumed.d_scaler.get_scale()) == (
-            trainer.g_scaler.get_scale(),
-            trainer.d_scaler.get_scale(),
-        )
+    if trainer.updaters["g"].scaler is not None:
+        report["scalers"] = [u.grad_scale for u in resumed.updaters.values()] == [
+            u.grad_scale for u in trainer.updaters.values()
+        ]
     return report
 
 
 def check_scalers_are_separate(trainer: Trainer) -> dict:
     """Make G's fp16 gradients overflow for one step and report both networks' loss scales."""
-    generator = trainer.accelerator.unwrap_model(trainer.generator)
-    param = next(generator.parameters())
-    before = {"g": trainer.g_scaler.get_scale(), "d": trainer.d_scaler.get_scale()}
+    param = next(trainer.algorithm.local("generator").parameters())
+    before = {name: updater.grad_scale for name, updater in trainer.updaters.items()}
     weights_before = param.detach().clone()
     handle = param.register_hook(lambda grad: grad * math.inf)
-    trainer.g_step(trainer.batch_per_rank)
+    (g_phase,) = [p for p in trainer.algorithm.phases(trainer.progress.step) if p.name == "g"]
+    trainer.run_phase(g_phase)
     handle.remove()
     skipped = torch.equal(param.detach(), weights_before)
-    after = {"g": trainer.g_scaler.get_scale(), "d": trainer.d_scaler.get_scale()}
+    after = {name: updater.grad_scale for name, updater in trainer.updaters.items()}
     return {"scales_before": before, "scales_after": after, "g_step_skipped": skipped}
 
 
@@ -166,7 +164,7 @@ def check_unlabelled_batches_refused(shards: Path, out: Path) -> str:
     batch = {"image": torch.zeros(4, 3, 32, 32), "label": torch.full((4,), -1)}
     trainer = Trainer(cfg, batches=[batch])
     try:
-        trainer.train_step(iter([batch]))
+        trainer.train_step()
     except ValueError as err:
         return str(err)
     return ""

@@ -1,0 +1,39 @@
+"""The model section of the config: the family and its widths (the families read it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gandist.errors import require as _require
+
+
+@dataclass
+class ModelConfig:
+    name: str = "dcgan"
+    """Model family from the registry (`gandist config` lists them in errors)."""
+    latent_dim: int = 100
+    """Size of the generator's input noise vector z."""
+    g_width: int = 64
+    """Generator base width (channels of its last hidden layer, or hidden units for MLPs)."""
+    d_width: int = 64
+    """Discriminator base width."""
+    num_classes: int = 0
+    """Classes of a class-conditional family (conditional, biggan); 0 for unconditional ones."""
+    mapping_layers: int = 8
+    """stylegan2: depth of the mapping network z -> w."""
+    style_mixing_prob: float = 0.9
+    """stylegan2: probability that a training batch mixes the styles of two latents."""
+
+    def __post_init__(self) -> None:
+        _require(self.latent_dim >= 1, f"model.latent_dim must be >= 1, got {self.latent_dim}")
+        _require(self.g_width >= 1, f"model.g_width must be >= 1, got {self.g_width}")
+        _require(self.d_width >= 1, f"model.d_width must be >= 1, got {self.d_width}")
+        _require(self.num_classes >= 0, f"model.num_classes must be >= 0, got {self.num_classes}")
+        _require(
+            self.mapping_layers >= 1,
+            f"model.mapping_layers must be >= 1, got {self.mapping_layers}",
+        )
+        _require(
+            0.0 <= self.style_mixing_prob <= 1.0,
+            f"model.style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}",
+        )

@@ -1,0 +1,1 @@
+"""The training core: the root config, algorithms, updaters, evaluation pacing and the Trainer."""

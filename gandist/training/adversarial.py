@@ -1,0 +1,260 @@
+"""`adversarial`: one generator against one discriminator, with every objective and penalty.
+
+Each training step is `train.n_critic` D phases, each on a fresh real batch, then one G phase.
+The D phase runs G under no_grad, so no G gradients are formed; the G phase goes through D's
+local module (not its DDP wrapper: DDP would wait for gradients a frozen D never produces).
+Penalties differentiate the local modules with autograd.grad and are added to the phase's
+loss, so one backward carries them and DDP all-reduces the sum once.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from gandist.augment import DiffAugment
+from gandist.diagnostics import sample_diversity
+from gandist.ema import GeneratorEMA
+from gandist.losses import (
+    gradient_penalty,
+    interpolate,
+    orthogonal_penalty,
+    path_length_penalty,
+    r1_penalty,
+)
+from gandist.models import generate
+from gandist.models.layers import conv_weights
+from gandist.registry import ALGORITHMS, LOSSES, MODELS
+from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase
+from gandist.training.config import Config
+
+G, D = "generator", "discriminator"
+
+
+@ALGORITHMS.register("adversarial")
+class AdversarialGAN(Algorithm):
+    """One G, one D: nonsaturating, hinge, Wasserstein or least-squares objectives, n_critic,
+    WGAN-GP, lazy R1, path length, orthogonal regularisation, weight clipping, DiffAugment and
+    the generator EMA, for every image family in the model registry."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        generator, discriminator = MODELS.get(cfg.model.name)(
+            cfg.model, cfg.data.resolution, cfg.data.channels
+        )
+        self.networks = {G: generator, D: discriminator}
+        self.objective = LOSSES.get(cfg.train.loss)
+        self.augment = DiffAugment(cfg.train.augment or "")
+        self.num_classes = int(getattr(generator, "num_classes", 0))
+        self.ema = (
+            GeneratorEMA(generator, cfg.train.ema_half_life_images)
+            if cfg.train.ema_half_life_images > 0
+            else None
+        )
+        if cfg.reg.pl_weight > 0 and not hasattr(generator, "synthesis"):
+            raise ValueError(
+                f"reg.pl_weight={cfg.reg.pl_weight} needs a generator with a mapping and a "
+                f"synthesis network (model.name=stylegan2), not model.name={cfg.model.name}"
+            )
+        # Lazy penalties report their latest value on every step, so a log window's mean is
+        # not diluted by the steps that skipped them.
+        self._lazy_metrics: Metrics = {}
+        # The same latent batch for every grid, so samples over time show one evolving set.
+        num = cfg.train.num_samples
+        self.fixed_latents = torch.randn(
+            num, cfg.model.latent_dim, generator=torch.Generator().manual_seed(cfg.train.seed)
+        )
+        # Conditional grids cycle through the classes: row by row, 0, 1, 2, ...
+        self.fixed_labels = torch.arange(num) % self.num_classes if self.num_classes else None
+
+    # ---- what the Trainer asks ----------------------------------------------------------
+
+    @property
+    def images_per_step(self) -> int:
+        return self.runtime.batch_per_rank * self.runtime.world_size * self.cfg.train.n_critic
+
+    def optimizers(self) -> dict[str, OptimizerSpec]:
+        optim = self.cfg.optim
+        betas = tuple(optim.betas)
+        return {
+            "g": OptimizerSpec((G,), optim.g_lr, betas),
+            "d": OptimizerSpec((D,), optim.d_lr, betas),
+        }
+
+    def phases(self, step: int) -> list[Phase]:
+        n_critic = self.cfg.train.n_critic
+        critic = [Phase("d", (D,), "d", True, step * n_critic + i) for i in range(n_critic)]
+        return [*critic, Phase("g", (G,), "g", False, step)]
+
+    def loss(self, phase: Phase, batch: dict[str, Any] | None) -> tuple[torch.Tensor, Metrics]:
+        if phase.name == "d":
+            assert batch is not None
+            return self._d_loss(*self._real(batch), phase.index)
+        return self._g_loss(phase.index)
+
+    def after_update(self, phase: Phase, skipped: bool) -> None:
+        if phase.name == "d" and self.cfg.reg.weight_clip > 0:
+            clip = self.cfg.reg.weight_clip
+            with torch.no_grad():
+                for param in self.networks[D].parameters():
+                    param.clamp_(-clip, clip)
+        if phase.name == "g" and self.ema is not None:
+            self.ema.update(self.local(G), self.runtime.batch_per_rank * self.runtime.world_size)
+
+    @torch.no_grad()
+    def sample(self) -> torch.Tensor:
+        generator = self.eval_generator()
+        was_training = generator.training
+        generator.eval()
+        device = self.runtime.device
+        labels = None if self.fixed_labels is None else self.fixed_labels.to(device)
+        with self.runtime.autocast():
+            images = generate(generator, self.fixed_latents.to(device), labels)
+        generator.train(was_training)
+        return images
+
+    def eval_generator(self) -> nn.Module:
+        return self.ema.module if self.ema is not None else self.local(G)
+
+    def state(self) -> dict[str, Any]:
+        return {"ema": self.ema} if self.ema is not None else {}
+
+    def check_batch(self, batch: dict[str, Any]) -> None:
+        if "image" not in batch:
+            raise ValueError(
+                f"model.name={self.cfg.model.name} trains on images but the batches hold "
+                f"{sorted(batch)}: set data.kind=image and point data.shards at image shards"
+            )
+        if not self.num_classes:
+            return
+        labels = batch.get("label")
+        if labels is None or bool((labels < 0).any()):
+            raise ValueError(
+                f"model.name={self.cfg.model.name} is class-conditional but the shards in "
+                f"data.shards={self.cfg.data.shards} hold samples without a class label (no "
+                "'cls' entry): write labelled shards (`gandist data synth glyphs` does) or "
+                "choose an unconditional model"
+            )
+        if bool((labels >= self.num_classes).any()):
+            raise ValueError(
+                f"the shards hold class label {int(labels.max())} but model.num_classes="
+                f"{self.num_classes}: set model.num_classes to the number of classes"
+            )
+
+    # ---- the maths ----------------------------------------------------------------------
+
+    def _real(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        self.check_batch(batch)
+        device = self.runtime.device
+        real_images = batch["image"].to(device, non_blocking=True)
+        assert real_images.shape[0] == self.runtime.batch_per_rank, "every rank needs full batches"
+        labels = batch["label"].to(device, non_blocking=True) if self.num_classes else None
+        return real_images, labels
+
+    def _latents(self, batch_size: int) -> torch.Tensor:
+        return torch.randn(batch_size, self.cfg.model.latent_dim, device=self.runtime.device)
+
+    def _fake_labels(self, batch_size: int) -> torch.Tensor | None:
+        """Uniform class labels [B] for generated images, or None for unconditional models."""
+        if not self.num_classes:
+            return None
+        return torch.randint(0, self.num_classes, (batch_size,), device=self.runtime.device)
+
+    def _critic(
+        self, discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """D's logits [B] on augmented images; the same DiffAugment for real and fake."""
+        if self.augment:
+            images = self.augment(images)
+        return discriminator(images) if labels is None else discriminator(images, labels)
+
+    def _d_loss(
+        self, real_images: torch.Tensor, real_labels: torch.Tensor | None, index: int
+    ) -> tuple[torch.Tensor, Metrics]:
+        batch_size = real_images.shape[0]
+        fake_labels = self._fake_labels(batch_size)
+        with torch.no_grad(), self.runtime.autocast():
+            fake_images = generate(self.networks[G], self._latents(batch_size), fake_labels)
+        with self.runtime.autocast():
+            real_logits = self._critic(self.networks[D], real_images, real_labels)
+            fake_logits = self._critic(self.networks[D], fake_images, fake_labels)
+            loss, metrics = self.objective.d_loss(real_logits, fake_logits)
+        penalty, penalty_metrics = self._d_penalties(
+            real_images, real_labels, fake_images, fake_labels, index
+        )
+        if self.diagnostics:
+            metrics["real_diversity"] = sample_diversity(real_images)
+        return loss + penalty, {"d_loss": loss.detach(), **metrics, **penalty_metrics}
+
+    def _d_penalties(
+        self,
+        real_images: torch.Tensor,
+        real_labels: torch.Tensor | None,
+        fake_images: torch.Tensor,
+        fake_labels: torch.Tensor | None,
+        index: int,
+    ) -> tuple[torch.Tensor, Metrics]:
+        reg = self.cfg.reg
+        local_d = self.local(D)
+        grad_scale = self.runtime.grad_scale("d")
+        total = torch.zeros((), device=self.runtime.device)
+        metrics: Metrics = {}
+        if reg.gp_weight > 0:
+            # Interpolates pair real and fake images of the same index; conditional critics
+            # see the real labels (WGAN-GP is unconditional in the paper).
+            points = interpolate(real_images, fake_images)
+            with self.runtime.autocast():
+                logits = self._critic(local_d, points, real_labels)
+            penalty, m = gradient_penalty(points, logits, grad_scale)
+            total = total + reg.gp_weight * penalty
+            metrics |= m
+        if reg.r1_gamma > 0 and index % reg.r1_every == 0:
+            reals = real_images.detach().requires_grad_(True)
+            with self.runtime.autocast():
+                logits = self._critic(local_d, reals, real_labels)
+            penalty, m = r1_penalty(reals, logits, grad_scale)
+            # Lazy regularisation: every r1_every steps, r1_every times as strong.
+            total = total + (reg.r1_gamma / 2) * reg.r1_every * penalty
+            self._lazy_metrics |= m
+        return total, metrics | {k: v for k, v in self._lazy_metrics.items() if k == "r1"}
+
+    def _g_loss(self, index: int) -> tuple[torch.Tensor, Metrics]:
+        batch_size = self.runtime.batch_per_rank
+        labels = self._fake_labels(batch_size)
+        with self.runtime.autocast():
+            fake_images = generate(self.networks[G], self._latents(batch_size), labels)
+            fake_logits = self._critic(self.local(D), fake_images, labels)
+            loss, metrics = self.objective.g_loss(fake_logits)
+        penalty, penalty_metrics = self._g_penalties(batch_size, index)
+        if self.diagnostics:
+            metrics["sample_diversity"] = sample_diversity(fake_images)
+        return loss + penalty, {"g_loss": loss.detach(), **metrics, **penalty_metrics}
+
+    def _g_penalties(self, batch_size: int, index: int) -> tuple[torch.Tensor, Metrics]:
+        reg = self.cfg.reg
+        local_g = self.local(G)
+        total = torch.zeros((), device=self.runtime.device)
+        metrics: Metrics = {}
+        if reg.ortho_weight > 0:
+            weights_fn = getattr(local_g, "regularized_weights", None)
+            weights = weights_fn() if weights_fn is not None else conv_weights(local_g)
+            penalty, metrics = orthogonal_penalty(weights)
+            total = total + reg.ortho_weight * penalty
+        if reg.pl_weight > 0 and index % reg.pl_every == 0:
+            # Half the batch, as in StyleGAN2: the penalty only needs a mean path length.
+            ws = local_g.mapping(self._latents(max(1, batch_size // 2)))
+            with self.runtime.autocast():
+                images = local_g.synthesis(ws)
+            penalty, m = path_length_penalty(
+                images, ws, local_g.pl_mean, grad_scale=self.runtime.grad_scale("g")
+            )
+            with torch.no_grad():
+                # A step whose fp16 gradients overflowed is skipped; keep its inf out of the target.
+                new_mean = m.pop("pl_mean")
+                local_g.pl_mean.copy_(torch.where(new_mean.isfinite(), new_mean, local_g.pl_mean))
+            total = total + reg.pl_weight * reg.pl_every * penalty
+            self._lazy_metrics |= m | {"pl": penalty.detach()}
+        lazy = {k: v for k, v in self._lazy_metrics.items() if k in ("pl", "pl_length")}
+        return total, metrics | lazy

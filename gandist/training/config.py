@@ -1,0 +1,215 @@
+"""The root config and the training sections; the one layer that checks names across sections.
+
+Each section lives next to what it configures (`gandist.data.config`, `gandist.models.config`,
+`gandist.metrics.config`, and the training loop's own sections here). Sections check their own
+ranges; names that need a registry (model family, loss, augmentation policy, extractor) and
+facts that span sections are checked here, at the top, so no lower module imports upward.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from gandist.config import merge_layers, reference_markdown, to_object
+from gandist.data.config import DataConfig
+from gandist.errors import require as _require
+from gandist.metrics.config import EvalConfig
+from gandist.models.config import ModelConfig
+
+MixedPrecision = Literal["auto", "fp32", "bf16", "fp16"]
+LRSchedule = Literal["constant", "linear", "cosine"]
+
+
+@dataclass
+class OptimConfig:
+    g_lr: float = 2e-4
+    """Generator Adam learning rate."""
+    d_lr: float = 2e-4
+    """Discriminator Adam learning rate."""
+    betas: tuple[float, float] = (0.5, 0.999)
+    """Adam betas; beta1=0.5 is the DCGAN choice that keeps the adversarial game stable."""
+    lr_schedule: LRSchedule = "constant"
+    """Both learning rates over train.steps: constant, linear (decay to 0) or cosine (to 0)."""
+    warmup_steps: int = 0
+    """Steps of linear learning-rate warm-up before the schedule starts."""
+    grad_clip_norm: float = 0.0
+    """Clip each network's gradient norm to this value before its step; 0 disables clipping."""
+
+    def __post_init__(self) -> None:
+        _require(self.g_lr > 0 and self.d_lr > 0, "optim.g_lr and optim.d_lr must be > 0")
+        _require(
+            all(0.0 <= b < 1.0 for b in self.betas),
+            f"optim.betas must be in [0, 1), got {self.betas}",
+        )
+        _require(
+            self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}"
+        )
+        _require(
+            self.grad_clip_norm >= 0,
+            f"optim.grad_clip_norm must be >= 0, got {self.grad_clip_norm}",
+        )
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 5000
+    """Training iterations; each is one D step and one G step on one global batch."""
+    batch_size: int = 64
+    """Global batch size: summed over all ranks; must divide evenly by the number of ranks."""
+    loss: str = "nonsaturating"
+    """Adversarial objective from the registry."""
+    mixed_precision: MixedPrecision = "auto"
+    """auto (bf16 on GPUs that support it, else fp32), fp32, bf16, or fp16 (CUDA, loss scaling)."""
+    seed: int = 0
+    """Base seed; each rank and data worker derives its own from it."""
+    log_every: int = 20
+    """Steps between scalar logs (cross-rank reductions happen only then)."""
+    sample_every: int = 500
+    """Steps between sample grids from a fixed latent batch."""
+    num_samples: int = 64
+    """Images in each sample grid."""
+    checkpoint_every: int = 1000
+    """Steps between checkpoints; one is always written at the last step."""
+    checkpoints_total_limit: int = 3
+    """Complete checkpoints kept; older ones are pruned after each successful save."""
+    progress_bar: bool = True
+    """Show a tqdm bar on the main process."""
+    n_critic: int = 1
+    """Discriminator steps per generator step, each on a fresh real batch (5 for WGAN-GP)."""
+    ema_half_life_images: int = 0
+    """Half-life of the generator EMA in images (global, so independent of GPU count); 0: no EMA."""
+    augment: str | None = None
+    """DiffAugment policy for real and fake images in D: comma list of translation, cutout, color."""
+    algorithm: str = "adversarial"
+    """The training algorithm: `adversarial` (one generator against one discriminator)."""
+    skip_nonfinite: bool = True
+    """Skip, on every rank, an update whose loss or gradients are not finite (one all-reduce of a flag per update); fp16 always skips through its loss scaler."""
+    max_bad_steps: int = 20
+    """Stop the run (unsaved; its last checkpoint intact) after this many skipped updates in a row."""
+    stop_check_every: int = 10
+    """Steps between the ranks' check for a stop request (SIGTERM, or the stop file the Slurm
+    script writes on USR1): one all-reduce of a flag; the run checkpoints and exits at that step."""
+
+    def __post_init__(self) -> None:
+        for key in ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
+            value = getattr(self, key)
+            _require(value >= 1, f"train.{key} must be >= 1, got {value}")
+        _require(self.num_samples >= 1, f"train.num_samples must be >= 1, got {self.num_samples}")
+        _require(
+            self.checkpoints_total_limit >= 1,
+            f"train.checkpoints_total_limit must be >= 1, got {self.checkpoints_total_limit}",
+        )
+        _require(self.n_critic >= 1, f"train.n_critic must be >= 1, got {self.n_critic}")
+        _require(
+            self.ema_half_life_images >= 0,
+            f"train.ema_half_life_images must be >= 0, got {self.ema_half_life_images}",
+        )
+        _require(
+            self.max_bad_steps >= 1, f"train.max_bad_steps must be >= 1, got {self.max_bad_steps}"
+        )
+        _require(
+            self.stop_check_every >= 1,
+            f"train.stop_check_every must be >= 1, got {self.stop_check_every}",
+        )
+
+
+@dataclass
+class RegConfig:
+    gp_weight: float = 0.0
+    """WGAN-GP gradient penalty weight (10 in the paper); 0 disables it."""
+    r1_gamma: float = 0.0
+    """R1 penalty gamma: loss gamma/2 times the squared norm of D's input gradient on reals; 0: off."""
+    r1_every: int = 16
+    """Lazy R1: apply it every this many D steps, scaled up by the same factor."""
+    pl_weight: float = 0.0
+    """stylegan2: path-length regularisation weight (2 in the paper); 0 disables it."""
+    pl_every: int = 4
+    """Lazy path-length regularisation: every this many G steps, scaled up by the same factor."""
+    ortho_weight: float = 0.0
+    """BigGAN's orthogonal regularisation of G's weights (1e-4 in the paper); 0 disables it."""
+    weight_clip: float = 0.0
+    """WGAN: clamp every D parameter to [-c, c] after each D step (0.01 in the paper); 0 disables."""
+
+    def __post_init__(self) -> None:
+        for key in ("gp_weight", "r1_gamma", "pl_weight", "ortho_weight", "weight_clip"):
+            value = getattr(self, key)
+            _require(value >= 0, f"reg.{key} must be >= 0, got {value}")
+        for key in ("r1_every", "pl_every"):
+            value = getattr(self, key)
+            _require(value >= 1, f"reg.{key} must be >= 1, got {value}")
+
+
+@dataclass
+class TrackingConfig:
+    wandb: bool = True
+    """Log to Weights & Biases (offline automatically when no API key is configured)."""
+    project: str = "gandist"
+    """wandb project name."""
+    entity: str | None = None
+    """wandb entity (team or user); None uses your default."""
+    group: str | None = None
+    """wandb group, to compare related runs (a sweep) side by side."""
+    tags: list[str] = field(default_factory=list)
+    """wandb tags."""
+
+
+@dataclass
+class Config:
+    run_name: str = ""
+    """Name of the run; defaults to the config file's stem (e.g. `dcgan`)."""
+    output_dir: str = ""
+    """Run directory; defaults to `runs/<run_name>`."""
+    resume: str | None = None
+    """`latest` (newest complete checkpoint in output_dir, or a fresh start if none) or a path."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    reg: RegConfig = field(default_factory=RegConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        _require(self.run_name != "" or self.output_dir != "", "run_name or output_dir must be set")
+        if not self.output_dir:
+            self.output_dir = str(Path("runs") / self.run_name)
+        if not self.run_name:
+            self.run_name = Path(self.output_dir).name
+        check_names(self)
+
+
+def check_names(cfg: Config) -> None:
+    """Names looked up in registries, and model facts that depend on the data section."""
+    from gandist.augment import check_policy
+    from gandist.metrics.extractors import check_extractor_name
+    from gandist.registry import ALGORITHMS, LOSSES, MODELS
+
+    ALGORITHMS.check(cfg.train.algorithm, "train.algorithm")
+    MODELS.check(cfg.model.name, "model.name")
+    LOSSES.check(cfg.train.loss, "train.loss")
+    check_policy(cfg.train.augment or "", "train.augment")
+    check_extractor_name(cfg.eval.extractor, cfg.eval.weights_path)
+    validate = getattr(MODELS.get(cfg.model.name), "validate", None)
+    if validate is not None:
+        validate(cfg.model, cfg.data.resolution, cfg.data.channels)
+
+
+def load_config(
+    path: str | os.PathLike | None, overrides: list[str] | tuple[str, ...] = ()
+) -> Config:
+    """Merge dataclass defaults < YAML file < `key=value` overrides, then validate.
+
+    Raises ConfigError naming the bad key, value or file and what would be accepted.
+    """
+    merged = merge_layers(Config, path, overrides)
+    if not merged.run_name and not merged.output_dir:
+        merged.run_name = Path(path).stem if path is not None else "gandist"
+    return to_object(merged)
+
+
+def config_reference() -> str:
+    """The config reference table for the docs, generated from the dataclasses."""
+    return reference_markdown(Config(run_name="<config file stem>", output_dir="runs/<run_name>"))
