@@ -14,7 +14,7 @@ import torch
 import webdataset as wds
 from PIL import Image
 
-from gandist.config import DataConfig
+from gandist.data.config import DataConfig
 from gandist.data.health import UnreadableDataError
 from gandist.data.loader import BatchStream, DataStream
 from gandist.data.stream import epoch_shares

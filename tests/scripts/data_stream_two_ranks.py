@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 
-from gandist.config import DataConfig
+from gandist.data.config import DataConfig
 from gandist.data.health import BadDataError
 from gandist.data.loader import DataStream
 
