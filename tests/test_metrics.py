@@ -336,6 +336,9 @@ def test_http_shards_key_on_url_and_what_a_head_request_tells(tmp_path: Path) ->
     from gandist.data.shards import shard_identities
 
     (tmp_path / "a.tar").write_bytes(b"x" * 1024)
+    local = shard_identities([str(tmp_path / "a.tar")])
+    assert shard_identities([(tmp_path / "a.tar").as_uri()]) == local  # file: URLs are files
+    assert local[0][1] == 1024
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -135,10 +135,16 @@ def shard_identities(urls: list[str], head_timeout_s: float = HEAD_TIMEOUT_S) ->
     identities: list[list[Any] | None] = [None] * len(urls)
     web: dict[int, str] = {}
     for index, url in enumerate(urls):
-        path = url[len("file:") :] if url.startswith("file:") else url
+        path = url
+        if url.startswith("file:"):  # file:///abs/path (a URL) or file:rel/path (as gopen reads it)
+            path = (
+                urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+                if url.startswith("file://")
+                else url[5:]
+            )
         if url.startswith(("http://", "https://")):
             web[index] = url
-        elif is_remote(url):
+        elif is_remote(url) and not url.startswith("file:"):
             identities[index] = [redact_shards(url)]
         else:
             stat = Path(path).stat()
