@@ -8,6 +8,19 @@ extras="${1:-}"
 venv="${GANDIST_VENV:-.venv}"
 python="${PYTHON:-python3}"
 
+# The Python version first: the pinned numpy and scipy have no wheels for older ones, and pip's
+# own error then says nothing about why. The minimum is pyproject.toml's requires-python.
+need="$(sed -n 's/^requires-python = ">=\([0-9.]*\)".*/\1/p' pyproject.toml)"
+candidate="$python"
+[ -x "$venv/bin/python" ] && candidate="$venv/bin/python"  # an existing venv keeps its Python
+have="$("$candidate" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true)"
+if [ -z "$have" ] || [ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | head -n1)" != "$need" ]; then
+  hint="set PYTHON=python$need (or newer)"
+  [ "$candidate" != "$python" ] && hint="remove $venv and $hint"
+  echo "gandist setup: error: gandist needs Python >= $need, but $candidate is ${have:-not a working Python}; $hint" >&2
+  exit 2
+fi
+
 if [ ! -x "$venv/bin/python" ]; then
   echo "gandist setup: creating $venv with $("$python" --version)"
   "$python" -m venv "$venv"

@@ -1,10 +1,16 @@
-"""Two real gloo ranks on CPU, started the way users start them: torchrun and accelerate launch."""
+"""Two real gloo ranks on CPU, started the way users start them (torchrun and accelerate launch);
+a lost rank named by the rank left; GPUs allocated but unusable refused."""
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -75,3 +81,110 @@ def test_gandist_train_launches_two_ranks_and_resumes_them(
     states = [torch.load(final / f"rank-{r:05d}.pt", weights_only=True) for r in (0, 1)]
     assert [state["data"]["position"][0] for state in states] == [8, 8]
     assert [state["data"]["rank"] for state in states] == [0, 1]
+
+
+LOSE_A_RANK = Path(__file__).parent / "scripts" / "lose_a_rank.py"
+
+
+@pytest.mark.parametrize(
+    ("victim", "signal_name"), [(1, "SIGKILL"), (0, "SIGKILL"), (1, "SIGSTOP")]
+)
+def test_the_rank_left_names_the_lost_rank_within_the_timeout(
+    tmp_path: Path, victim: int, signal_name: str
+) -> None:
+    """Two ranks started as separate launches (as on two nodes: no agent kills the survivor);
+    one is killed mid-collective, or stopped so that only the process-group timeout ends the
+    wait; the other exits with one line naming it, within the timeout."""
+    timeout_s = 6
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        env = os.environ | {
+            "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "PYTHONPATH": str(Path(__file__).parents[1]), "CUDA_VISIBLE_DEVICES": "",
+        }  # fmt: skip
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, str(LOSE_A_RANK), str(tmp_path), str(timeout_s)],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+    lost, left = procs[victim], procs[1 - victim]
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"ready-{r}").exists() for r in (0, 1)):
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
+                p.communicate()[1][-2000:] for p in procs if p.poll() is not None
+            ]
+            time.sleep(0.05)
+        time.sleep(0.3)  # well into the all-reduce loop
+        lost.send_signal(getattr(signal, signal_name))
+        start = time.monotonic()
+        _, err = left.communicate(timeout=timeout_s + 30)
+        elapsed = time.monotonic() - start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    assert left.returncode == 3, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("gandist: error:")]
+    assert len(lines) == 1 and f"lost rank {victim} of 2" in lines[0], err[-3000:]
+    if signal_name == "SIGSTOP":  # nothing broke a connection: the timeout ended the wait
+        assert timeout_s - 1 < elapsed < timeout_s + 10, elapsed
+    else:
+        assert elapsed < timeout_s, elapsed
+
+
+def test_allocated_gpus_without_usable_cuda_stop_with_torch_and_driver_versions(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gandist import distributed
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a mismatched node
+    for env in ({}, {"CUDA_VISIBLE_DEVICES": ""}, {"CUDA_VISIBLE_DEVICES": "-1"},
+                {"SLURM_JOB_GPUS": "NoDevFiles"}, {"SLURM_GPUS_ON_NODE": "0"}):  # fmt: skip
+        distributed.check_cuda_usable(env)  # no GPUs allocated: CPU ranks are fine
+    # nvidia-smi as a driver 535 node prints it (a stand-in on PATH: this machine has no GPU).
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(
+        "#!/bin/sh\necho '| NVIDIA-SMI 535.104.05   Driver Version: 535.104.05   "
+        "CUDA Version: 12.2     |'\n"
+    )
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    for env, named in (
+        ({"CUDA_VISIBLE_DEVICES": "0"}, "CUDA_VISIBLE_DEVICES=0"),
+        ({"SLURM_GPUS_PER_NODE": "a100:2"}, "SLURM_GPUS_PER_NODE=a100:2"),
+        ({"SLURM_STEP_GPUS": "0,1"}, "SLURM_STEP_GPUS=0,1"),
+    ):
+        with pytest.raises(distributed.CudaUnavailableError) as err:
+            distributed.check_cuda_usable(env)
+        message = str(err.value)
+        assert "\n" not in message and f"GPUs were allocated ({named})" in message
+        assert f"torch {torch.__version__}" in message
+        assert str(torch.version.cuda or "CPU-only") in message
+        assert "driver 535.104.05 (supports CUDA 12.2)" in message
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    with pytest.raises(distributed.CudaUnavailableError, match="no nvidia-smi on PATH"):
+        distributed.check_cuda_usable({"CUDA_VISIBLE_DEVICES": "0"})
+
+
+def test_build_accelerator_refuses_a_node_whose_gpus_torch_cannot_use(tmp_path: Path) -> None:
+    """The real check in a fresh process, where CUDA_VISIBLE_DEVICES names a GPU."""
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA works here: nothing to refuse")
+    code = "from gandist.distributed import build_accelerator; build_accelerator('fp32')"
+    env = os.environ | {"CUDA_VISIBLE_DEVICES": "0", "PYTHONPATH": str(Path(__file__).parents[1])}
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "CudaUnavailableError: GPUs were allocated (CUDA_VISIBLE_DEVICES=0)" in done.stderr

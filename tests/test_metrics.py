@@ -158,7 +158,8 @@ def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
     report = json.loads(out.read_text())
     assert report["world"] == 2 and report["num_real"] == num_real
     assert report["first_hit"] is False and report["second_hit_per_rank"] == [True, True]
-    assert len(list(cache.glob("reference-*.pt"))) == 2  # one image and one audio reference
+    # One image and one audio reference.
+    assert len(list(cache.glob("reference-*.safetensors"))) == 2
 
     # torch-fidelity alone, in this one process, on the same generated and real samples.
     cfg = eval_config(str(random_extractor), str(cache), num_fake, num_real)
@@ -298,7 +299,63 @@ def test_reference_cache_is_reused_and_invalidated_by_changed_shards(
     third.prepare()
     assert third.cache_hit is False
     assert not torch.equal(third.reference.kid_features, first.reference.kid_features)
-    assert len(list((tmp_path / "cache").glob("reference-*.pt"))) == 2
+    assert len(list((tmp_path / "cache").glob("reference-*.safetensors"))) == 2
+
+
+def test_eval_on_pipe_shards_scores_as_on_the_files_and_caches_by_command(
+    tmp_path: Path, random_extractor: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shards = tmp_path / "shards"
+    write_shards(glyph_samples(64, size=32, seed=5), shards, "glyphs", max_count=32)
+    cfg = EvalConfig(
+        extractor=DOMAIN, weights_path=str(random_extractor), num_samples=32, num_real=48,
+        batch_size=16, kid_subset_size=16, kid_subsets=4, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    files = DataConfig(shards=f"{shards}/glyphs-{{000000..000001}}.tar", resolution=32)
+    # A secret in the command (an unused variable here) stays out of the cache description.
+    piped = DataConfig(
+        shards=f"pipe:API_TOKEN=s3cr3t cat {shards}/glyphs-{{000000..000001}}.tar", resolution=32
+    )
+    on_files = Evaluator(cfg, files).evaluate(tiny_generator())
+    with caplog.at_level("INFO"):
+        evaluator = Evaluator(cfg, piped)
+        on_pipes = evaluator.evaluate(tiny_generator())
+    assert evaluator.cache_hit is False  # a pipe command is not a file: its own key
+    for key in ("eval/fid", "eval/kid", "eval/is"):
+        assert on_pipes[key] == on_files[key], key
+    path, description = evaluator.cache_path()
+    assert path.is_file() and "s3cr3t" not in json.dumps(description) + caplog.text
+    assert description["shards"][0] == [f"pipe:API_TOKEN=*** cat {shards}/glyphs-000000.tar"]
+    again = Evaluator(cfg, piped)
+    again.prepare()
+    assert again.cache_hit is True
+
+
+def test_http_shards_key_on_url_and_what_a_head_request_tells(tmp_path: Path) -> None:
+    import http.server
+    import threading
+
+    from gandist.data.shards import shard_identities
+
+    (tmp_path / "a.tar").write_bytes(b"x" * 1024)
+    local = shard_identities([str(tmp_path / "a.tar")])
+    assert shard_identities([(tmp_path / "a.tar").as_uri()]) == local  # file: URLs are files
+    assert local[0][1] == 1024
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://user:pw@127.0.0.1:{server.server_port}/a.tar?token=t0k&v=1"
+        first = shard_identities([url])[0]
+        assert first[:2] == [url.replace(":pw@", ":***@").replace("t0k", "***"), 1024]
+        (tmp_path / "a.tar").write_bytes(b"y" * 2048)
+        assert shard_identities([url])[0][1] == 2048  # new contents, new key
+        # No server: the URL alone, quickly.
+        gone = f"http://127.0.0.1:{server.server_port}/missing.tar"
+        assert shard_identities([gone], head_timeout_s=1.0) == [[gone]]
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_training_evaluates_by_images_logs_keeps_best_and_gandist_eval_matches_on_1_and_2_ranks(

@@ -1,17 +1,33 @@
-"""gandist's tar reader against Python's tarfile and GNU tar: same members, and early ends named."""
+"""gandist's tar reader against Python's tarfile and GNU tar: same members, early ends named, and
+hostile shards (fuzzed headers, PAX records, sizes, bombs) end in a named error within bounds."""
 
 from __future__ import annotations
 
+import bz2
+import contextlib
 import gzip
 import io
+import lzma
+import random
 import shutil
+import signal
 import subprocess
 import tarfile
+import tracemalloc
+from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from gandist.data.tar import TarHeaderError, TruncatedShardError, tar_members
+from gandist.data.tar import (
+    CompressedStreamError,
+    MemberTooLargeError,
+    ShardError,
+    TarHeaderError,
+    TruncatedShardError,
+    tar_members,
+)
 
 SIZES = (0, 1, 511, 512, 513, 2000)
 LONG_DIR = "a-folder-with-a-long-name/" * 5  # 130 characters: too long for a plain ustar name
@@ -117,3 +133,262 @@ def test_a_broken_header_is_named() -> None:
         list(tar_members(io.BytesIO(bytes(data))))
     with pytest.raises(TarHeaderError, match="not a tar archive"):
         list(tar_members(io.BytesIO(b"this is not a tar file" * 100)))
+
+
+# ---- hostile shards ---------------------------------------------------------------------------
+
+
+def header_block(
+    name: str, size: int | bytes, kind: bytes = b"0", fix_checksum: bool = True
+) -> bytes:
+    """One ustar header; `size` an int (written in octal) or the raw 12-byte field."""
+    info = tarfile.TarInfo(name)
+    info.size, info.type = 0, kind
+    block = bytearray(info.tobuf(tarfile.USTAR_FORMAT))
+    block[124:136] = size if isinstance(size, bytes) else f"{size:011o}\0".encode()
+    if fix_checksum:
+        set_checksum(block)
+    return bytes(block)
+
+
+def set_checksum(block: bytearray) -> None:
+    block[148:156] = b" " * 8
+    block[148:156] = f"{sum(block):06o}\0 ".encode()
+
+
+def padded(data: bytes) -> bytes:
+    return data + bytes(-len(data) % 512)
+
+
+def pax_shard(records: bytes, member: bytes = b"payload") -> bytes:
+    """A PAX header holding `records` (raw), then a member and the end-of-archive marker."""
+    return (
+        header_block("././@PaxHeader", len(records), b"x")
+        + padded(records)
+        + header_block("a.png", len(member))
+        + padded(member)
+        + bytes(1024)
+    )
+
+
+class BoundedReads(io.RawIOBase):
+    """A shard stream that fails the test on an unbounded or oversized read."""
+
+    def __init__(self, data: bytes, max_read: int) -> None:
+        self.data, self.at, self.max_read = data, 0, max_read
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        assert 0 <= size <= self.max_read, f"read({size}): unbounded or over {self.max_read}"
+        chunk = self.data[self.at : self.at + size]
+        self.at += len(chunk)
+        return chunk
+
+
+@contextlib.contextmanager
+def deadline(seconds: float) -> Iterator[None]:
+    """Raise TimeoutError in this (main) thread when the block runs longer than `seconds`."""
+
+    def expire(signum: int, frame: object) -> None:
+        raise TimeoutError(f"no result within {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+COMPRESSORS = (
+    lambda data: gzip.compress(data, 1, mtime=0),
+    lambda data: bz2.compress(data, 1),
+    lambda data: lzma.compress(data, preset=0),
+)
+CAP = 64 << 10  # the member cap the fuzzed shards are read with
+
+
+def outcome(data: bytes) -> str:
+    """'members' or the name of the ShardError; anything else (another exception, a timeout,
+    an unbounded read) fails the test."""
+    with deadline(2.0):
+        try:
+            list(tar_members(BoundedReads(data, max(CAP + 512, 1 << 17)), max_member_bytes=CAP))
+        except ShardError as err:
+            return type(err).__name__
+    return "members"
+
+
+PAX_RECORDS = [
+    b"0 path=x\n",  # length 0: the record never advances
+    b"1 path=x\n",
+    b"-5 path=x\n",
+    b"99999 path=x\n",  # longer than the header
+    b"12 path=abc\n",  # one byte short
+    b"10 pathabc\n",  # no '='
+    b"x0 path=x\n",
+    b"11 size=-1\n",  # a negative size
+    b"13 size=1e9\n",
+    b"20 size=99999999999\n",  # over the cap
+    b"12 size= 7 \n",
+    b"9 size=\xb2\n",  # a superscript two: str.isdigit says yes, int() says no
+    b"16 path=\xff\xfe\xfd\n",  # not UTF-8
+    b"                  \n",
+]
+
+SIZE_FIELDS = [
+    b"-0000000001\0",  # int(..., 8) takes a sign
+    b"+0000000001\0",
+    b"0o000000017\0",
+    b"0000_0001\0\0\0",
+    b"\xff" * 12,  # GNU base-256 negative
+    b"\x80" + (1 << 40).to_bytes(11, "big"),  # base-256: one TiB
+    b"77777777777\0",
+    b"9\0\0\0\0\0\0\0\0\0\0\0",
+    b"           ",
+]
+
+
+def mutants(seed: int, count: int) -> Iterator[bytes]:
+    """Deterministic mutations of small shards: header fields, PAX records, sizes, checksums,
+    cut points, and compressed streams of the same, also corrupted."""
+    rng = random.Random(seed)
+    files = {"a.png": b"x" * 700, "a.cls": b"1", LONG_DIR + "b.png": b"y" * 100, "é.wav": b"z"}
+    bases = [write_tar(files, fmt) for fmt in (tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT)]
+    bases.append(write_tar({"x/" + n: d for n, d in files.items()}, tarfile.PAX_FORMAT))
+    bases.append(write_tar(files, tarfile.PAX_FORMAT, pax_headers={"comment": "g"}))
+    for _ in range(count):
+        data = bytearray(rng.choice(bases))
+        headers = [
+            at for at in range(0, len(data) - 511, 512) if data[at + 257 : at + 262] == b"ustar"
+        ]
+        at = rng.choice(headers)
+        how = rng.randrange(8)
+        if how == 0:  # random bytes anywhere in a header, checksum kept or fixed
+            for _ in range(rng.randint(1, 8)):
+                data[at + rng.randrange(512)] = rng.randrange(256)
+        elif how == 1:  # a size field
+            data[at + 124 : at + 136] = rng.choice(SIZE_FIELDS)
+        elif how == 2:  # a type flag
+            data[at + 156] = rng.choice(b"0123456789xgLKSAV\0\xff")
+        elif how == 3:  # a checksum field
+            data[at + 148 : at + 156] = rng.choice(
+                [b"\0" * 8, b"-1\0     ", b"7777777\0", rng.randbytes(8)]
+            )
+            yield bytes(data)
+            continue
+        elif how == 4:  # a cut
+            yield bytes(data[: rng.randrange(len(data) + 1)])
+            continue
+        elif how == 5:  # a crafted PAX record, with a valid header around it
+            yield pax_shard(rng.choice(PAX_RECORDS) + rng.choice([b"", b"5 a=b\n", bytes(8)]))
+            continue
+        elif how == 6:  # a random PAX header body
+            yield pax_shard(rng.randbytes(rng.randint(0, 600)))
+            continue
+        else:  # a compressed stream of a mutant, then perhaps corrupted or cut
+            inner = next(mutants(rng.randrange(1 << 30), 1))
+            packed = bytearray(rng.choice(COMPRESSORS)(inner))
+            if rng.random() < 0.5:
+                packed[rng.randrange(len(packed))] ^= 1 << rng.randrange(8)
+            yield bytes(packed[: rng.choice([len(packed), rng.randrange(len(packed) + 1)])])
+            continue
+        if rng.random() < 0.7:
+            set_checksum_at(data, at)
+        yield bytes(data)
+
+
+def set_checksum_at(data: bytearray, at: int) -> None:
+    block = bytearray(data[at : at + 512])
+    set_checksum(block)
+    data[at : at + 512] = block
+
+
+def test_fuzzed_shards_end_in_members_or_a_named_error_within_bounds() -> None:
+    shards = list(mutants(seed=19, count=2000))
+    tracemalloc.start()
+    try:
+        outcomes = Counter(outcome(data) for data in shards)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 16 << 20, f"{peak} bytes at peak"
+    # The fuzzing reaches every outcome (else it tests less than it claims).
+    for name in ("members", "TruncatedShardError", "TarHeaderError", "MemberTooLargeError"):
+        assert outcomes[name] > 20, outcomes
+    assert outcomes["CompressedStreamError"] > 0, outcomes
+
+
+@pytest.mark.parametrize(
+    ("records", "message"),
+    [
+        (b"0 path=x\n", "bad PAX record at byte 0: length 0"),
+        (b"99 path=x\n", "length 99"),
+        (b"path=x\n", "no decimal length"),
+        (b"11 size=-1\n", "bad PAX size '-1'"),
+    ],
+    ids=["zero-length", "past-the-end", "no-length", "negative-size"],
+)
+def test_a_bad_pax_record_is_named(records: bytes, message: str) -> None:
+    with deadline(2.0), pytest.raises(TarHeaderError, match=message):
+        list(tar_members(BoundedReads(pax_shard(records), 1 << 20)))
+
+
+def test_a_negative_or_oversized_member_size_is_named() -> None:
+    for field in (b"-0000000001\0", b"\xff" * 12):
+        shard = header_block("a.png", field) + bytes(4096)
+        with pytest.raises(TarHeaderError, match="not a tar header number"):
+            list(tar_members(BoundedReads(shard, 1 << 20)))
+    shard = header_block("big.png", 5000) + bytes(5120) + bytes(1024)
+    with pytest.raises(
+        MemberTooLargeError, match="member 'big.png' is 5000 bytes, over the cap of 4096"
+    ):
+        list(tar_members(BoundedReads(shard, 1 << 20), max_member_bytes=4096))
+    assert list(tar_members(io.BytesIO(shard), max_member_bytes=5000)) == [("big.png", bytes(5000))]
+
+
+def test_a_decompression_bomb_is_stopped_early() -> None:
+    member = bytes(40 << 20)  # 40 MiB of zeros: about 40 KB as gzip
+    with io.BytesIO() as buffer:
+        with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+            info = tarfile.TarInfo("bomb.bin")
+            info.size = len(member)
+            tar.addfile(info, io.BytesIO(member))
+        bomb = buffer.getvalue()
+    del member
+    assert len(bomb) < 100_000
+    tracemalloc.start()
+    try:
+        # Caught by the member cap...
+        with pytest.raises(MemberTooLargeError, match="over the cap of 1048576"):
+            list(tar_members(io.BytesIO(bomb), max_member_bytes=1 << 20))
+        # ... and by the expansion bound when the cap is generous, before 40 MiB are held.
+        with pytest.raises(MemberTooLargeError, match="decompression bomb"):
+            list(tar_members(io.BytesIO(bomb)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 << 20, f"{peak} bytes at peak"
+    # A compressed shard of ordinary data reads whole.
+    data = write_tar(member_files(), tarfile.GNU_FORMAT)
+    for compress in (gzip.compress, bz2.compress, lzma.compress):
+        assert list(tar_members(io.BytesIO(compress(data)))) == list(member_files().items())
+
+
+def test_corrupt_or_cut_compressed_streams_are_named() -> None:
+    packed = gzip.compress(write_tar(member_files(), tarfile.GNU_FORMAT))
+    with pytest.raises(TruncatedShardError, match="gzip stream is cut off"):
+        list(tar_members(io.BytesIO(packed[: len(packed) // 2])))
+    broken = bytearray(packed)
+    broken[len(broken) // 2] ^= 0xFF
+    with pytest.raises(CompressedStreamError, match="corrupt gzip stream"):
+        list(tar_members(io.BytesIO(bytes(broken))))
+
+
+def test_an_endless_stream_after_the_end_marker_is_named() -> None:
+    shard = write_tar({"a.png": b"x"}, tarfile.GNU_FORMAT) + b"\1" * (2 << 20)
+    with pytest.raises(MemberTooLargeError, match="after the tar end-of-archive marker"):
+        list(tar_members(io.BytesIO(shard)))

@@ -1,11 +1,20 @@
-"""Writing WebDataset shards and resolving user shard specs to a list of URLs."""
+"""Writing WebDataset shards, resolving user shard specs to URLs, naming them safely in logs,
+and telling (cheaply) whether a shard's contents changed."""
 
 from __future__ import annotations
 
+import base64
+import concurrent.futures
 import hashlib
 import json
+import logging
 import os
+import re
 import tarfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -21,8 +30,143 @@ REMOTE_PREFIXES = ("pipe:", "http://", "https://", "s3://", "gs://", "file:")
 """Shard URLs handed to WebDataset's gopen as they are (checked when read, not here)."""
 
 
+log = logging.getLogger(__name__)
+
+
 def is_remote(url: str) -> bool:
     return url.startswith(REMOTE_PREFIXES)
+
+
+# ---- credentials out of logs -------------------------------------------------------------
+
+REDACTED = "***"
+# Query parameters and command-line options whose values are secrets (signed URLs included).
+_SECRET_NAME = (
+    r"(?:[\w-]*(?:token|secret|passw(?:or)?d|passwd|pwd|api[_-]?key|access[_-]?key|auth\w*"
+    r"|credential|signature|sig|session)[\w-]*|key|x-amz-[\w-]+|x-goog-[\w-]+)"
+)
+_URL = re.compile(r"\b([a-z][a-z0-9+.-]*://)([^\s'\"/?#]*@)?([^\s'\"?#]*)(\?[^\s'\"#]*)?", re.I)
+_QUERY_SECRET = re.compile(rf"(?i)(^|[?&;]){_SECRET_NAME}=[^&;#]*")
+_HEADER_SECRET = re.compile(
+    r"(?i)((?:authorization|proxy-authorization|cookie|[\w-]*(?:token|key|secret|auth)[\w-]*)"
+    r"\s*:\s*)[^'\"\n]+"
+)
+_OPTION_SECRET = re.compile(rf"(?i)((?:^|\s)--?{_SECRET_NAME}(?:=|\s+))('[^']*'|\"[^\"]*\"|\S+)")
+# Environment assignments: upper-case names only, so `key=7` in a sample's name stays.
+_ENV_SECRET = re.compile(
+    r"((?:^|[\s;&|(:'\"])[A-Z0-9_]*(?:TOKEN|SECRET|PASSWORD|PASSWD|KEY|AUTH|CREDENTIAL|SESSION)"
+    r"[A-Z0-9_]*=)('[^']*'|\"[^\"]*\"|\S+)"
+)
+_CURL_USER = re.compile(r"((?:^|\s)(?:-u|--user)(?:=|\s+))('[^']*'|\"[^\"]*\"|\S+)")
+
+
+def _redact_url(match: re.Match) -> str:
+    scheme, userinfo, rest, query = match.group(1, 2, 3, 4)
+    if userinfo:
+        user = userinfo[:-1].split(":", 1)[0]
+        userinfo = f"{user}:{REDACTED}@" if ":" in userinfo else f"{REDACTED}@"
+    if query:
+        query = _QUERY_SECRET.sub(lambda m: m.group(0).split("=", 1)[0] + "=" + REDACTED, query)
+    return f"{scheme}{userinfo or ''}{rest}{query or ''}"
+
+
+def redact_shards(spec: str) -> str:
+    """`data.shards` (or one shard URL) with its credentials replaced by `***`, for logs, run
+    records and trackers: the password of `user:pass@` URLs, secret-named query values
+    (`?token=`, `X-Amz-Signature=`, `sig=`, ...), and in `pipe:` commands also header values
+    (`-H 'Authorization: Bearer ...'`), secret-named options and environment assignments
+    (`--token X`, `AWS_SECRET_ACCESS_KEY=X`) and curl's `-u user:pass`. Paths are kept as they are.
+    """
+    parts = []
+    for part in spec.split("::"):
+        part = _URL.sub(_redact_url, part)
+        if "pipe:" in part:  # a command, or a message quoting one
+            part = _HEADER_SECRET.sub(lambda m: m.group(1) + REDACTED, part)
+            part = _OPTION_SECRET.sub(lambda m: m.group(1) + REDACTED, part)
+            part = _ENV_SECRET.sub(lambda m: m.group(1) + REDACTED, part)
+            part = _CURL_USER.sub(lambda m: m.group(1) + REDACTED, part)
+        parts.append(part)
+    return "::".join(parts)
+
+
+def redact_message(text: str, url: str) -> str:
+    """A message about shard `url` with the URL's credentials redacted wherever it quotes the
+    URL or, for `pipe:` shards, the bare command (as a failed pipe's error does)."""
+    if not url:
+        return redact_shards(text)
+    redacted = redact_shards(url)
+    if url.startswith("pipe:"):
+        text = text.replace(url[len("pipe:") :], redacted[len("pipe:") :])
+    return redact_shards(text.replace(url, redacted))
+
+
+# ---- what a shard's contents are known by (reference-statistics cache keys) --------------
+
+HEAD_TIMEOUT_S = 3.0
+HEAD_BUDGET_S = 30.0  # all HEAD requests of one spec together; later shards key on the URL alone
+HEAD_THREADS = 16
+
+
+def _http_head(url: str, timeout_s: float) -> list[Any]:
+    """[size, ETag, Last-Modified] as a HEAD request tells them (None where it does not)."""
+    parts = urllib.parse.urlsplit(url)
+    request = urllib.request.Request(url, method="HEAD")
+    if parts.username is not None:  # urllib takes no credentials from the URL itself
+        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
+        request = urllib.request.Request(parts._replace(netloc=netloc).geturl(), method="HEAD")
+        token = (
+            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
+        )
+        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:
+        headers = response.headers
+        size = headers.get("Content-Length")
+        return [int(size) if size and size.isdigit() else None, headers.get("ETag"),
+                headers.get("Last-Modified")]  # fmt: skip
+
+
+def shard_identities(urls: list[str], head_timeout_s: float = HEAD_TIMEOUT_S) -> list[list[Any]]:
+    """What each shard's contents are known by, without reading them: a local file by its
+    resolved path, size and modification time; an http(s) shard by its URL (credentials
+    redacted) and the size, ETag and Last-Modified of a HEAD request when the server answers
+    within `head_timeout_s` (in parallel, at most HEAD_BUDGET_S in all); any other remote shard
+    (`pipe:` commands, s3://, gs://) by its redacted URL alone, so changed contents behind an
+    unchanged command are not noticed."""
+    identities: list[list[Any] | None] = [None] * len(urls)
+    web: dict[int, str] = {}
+    for index, url in enumerate(urls):
+        path = url
+        if url.startswith("file:"):  # file:///abs/path (a URL) or file:rel/path (as gopen reads it)
+            path = (
+                urllib.parse.unquote(urllib.parse.urlsplit(url).path)
+                if url.startswith("file://")
+                else url[5:]
+            )
+        if url.startswith(("http://", "https://")):
+            web[index] = url
+        elif is_remote(url) and not url.startswith("file:"):
+            identities[index] = [redact_shards(url)]
+        else:
+            stat = Path(path).stat()
+            identities[index] = [str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns]
+    if web:
+        deadline = time.monotonic() + HEAD_BUDGET_S
+        unanswered = 0
+        with concurrent.futures.ThreadPoolExecutor(min(HEAD_THREADS, len(web))) as pool:
+            futures = {i: pool.submit(_http_head, url, head_timeout_s) for i, url in web.items()}
+            for index, future in futures.items():
+                try:
+                    answer = future.result(timeout=max(0.0, deadline - time.monotonic()))
+                except Exception:  # noqa: BLE001 - no answer: the URL alone keys the shard
+                    future.cancel()
+                    answer, unanswered = [], unanswered + 1
+                identities[index] = [redact_shards(web[index]), *answer]
+        if unanswered:
+            log.warning(
+                "%d of %d http(s) shards gave no HEAD answer within %.0f s: keyed by URL alone",
+                unanswered, len(web), head_timeout_s,
+            )  # fmt: skip
+    return identities  # type: ignore[return-value]
 
 
 def expand_shards(spec: str) -> list[str]:
@@ -44,9 +188,13 @@ def expand_shards(spec: str) -> list[str]:
             elif path.is_file():
                 urls.append(str(path))
             else:
-                raise ValueError(f"data.shards: {item!r} is neither a shard file nor a folder")
+                raise ValueError(
+                    f"data.shards: {redact_shards(item)!r} is neither a shard file nor a folder"
+                )
     if not urls:
-        raise ValueError(f"data.shards={spec!r} matched no {SHARD_SUFFIX} files; {_hint(spec)}")
+        raise ValueError(
+            f"data.shards={redact_shards(spec)!r} matched no {SHARD_SUFFIX} files; {_hint(spec)}"
+        )
     return urls
 
 

@@ -18,7 +18,13 @@ from PIL import Image, ImageDraw
 from gandist.data import audio
 from gandist.data.decode import AUDIO_KEYS, IMAGE_KEYS, decode_image, sample_label
 from gandist.data.health import locate
-from gandist.data.shards import expand_shards, is_remote, read_manifest
+from gandist.data.shards import (
+    expand_shards,
+    is_remote,
+    read_manifest,
+    redact_message,
+    redact_shards,
+)
 from gandist.data.stream import read_shard
 
 
@@ -31,7 +37,9 @@ class Problem:
     reason: str
 
     def __str__(self) -> str:
-        return f"{self.shard}" + (f" key={self.key}" if self.key else "") + f": {self.reason}"
+        # URLs and pipe: commands may hold credentials; a pipe's error quotes its command.
+        shard, reason = redact_shards(self.shard), redact_message(self.reason, self.shard)
+        return shard + (f" key={self.key}" if self.key else "") + f": {reason}"
 
 
 @dataclass

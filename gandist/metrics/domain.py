@@ -20,7 +20,7 @@ from torch_fidelity.feature_extractor_base import FeatureExtractorBase
 
 from gandist.data.decode import AUDIO_KEYS, IMAGE_KEYS, ToExample, media_transform
 from gandist.data.health import BadSample, SkipCounter
-from gandist.data.shards import expand_shards, read_manifest
+from gandist.data.shards import expand_shards, read_manifest, redact_message, redact_shards
 from gandist.data.stream import read_shard
 
 log = logging.getLogger(__name__)
@@ -305,7 +305,9 @@ def shards_kind(shards: str) -> str:
         if any(key in sample for key in IMAGE_KEYS):
             return "image"
         break
-    raise ValueError(f"{shards}: cannot tell whether the shards hold images or audio; pass --kind")
+    raise ValueError(
+        f"{redact_shards(shards)}: cannot tell whether the shards hold images or audio; pass --kind"
+    )
 
 
 _GIVE_UP_AFTER_BAD = 64  # bad samples before the first good one that end the reading
@@ -346,9 +348,12 @@ def labelled_samples(
         if len(values) == max_samples:
             break
     if not values:
-        example = f"; e.g. {handler.pending[0]}" if handler.pending else ""
+        example = ""
+        if handler.pending:
+            bad = handler.pending[0]
+            example = f"; e.g. {redact_message(str(bad), getattr(bad, 'url', ''))}"
         raise ValueError(
-            f"{shards}: no labelled {kind} samples (a {'/'.join(ToExample(transform, kind).keys)} "
+            f"{redact_shards(shards)}: no labelled {kind} samples (a {'/'.join(ToExample(transform, kind).keys)} "
             f"member and a `cls` entry per sample); {handler.count} read and skipped{example}"
         )
     return torch.from_numpy(np.stack(values)), torch.tensor(labels), handler.count
@@ -445,7 +450,7 @@ def train_classifier(
         "train_accuracy": accuracy(model, train_x[:5000], train_y[:5000]),
         "val_accuracy": accuracy(model, val_x, val_y) if len(val_y) else math.nan,
         "steps": steps,
-        "shards": str(shards),
+        "shards": redact_shards(str(shards)),  # saved with the classifier
         "train_s": time.perf_counter() - start,
     }
     save_classifier(model, out, **report)

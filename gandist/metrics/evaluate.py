@@ -22,6 +22,7 @@ from gandist.metrics.extractors import (
     resolve_weights,
 )
 from gandist.metrics.sharded import (
+    CACHE_SUFFIX,
     Ranks,
     Reference,
     SampleFormat,
@@ -97,7 +98,7 @@ class Evaluator:
             num=self.cfg.num_real,
         )
         root = Path(self.cfg.cache_dir) if self.cfg.cache_dir else default_cache_dir()
-        return root / f"reference-{digest}.pt", description
+        return root / f"reference-{digest}{CACHE_SUFFIX}", description
 
     def prepare(self) -> Reference:
         """Reference statistics of the real shards: from the cache, or computed sharded and cached."""

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import os
+import re
 import socket
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 from unittest import mock
@@ -79,18 +84,63 @@ def metric_layers(name: str) -> dict[str, str]:
 def create_extractor(
     name: str, layers: list[str], weights_path: str | None, device: torch.device
 ) -> nn.Module:
-    """torch-fidelity's own extractor (its `create_feature_extractor`), on `device`, in eval mode."""
+    """torch-fidelity's own extractor (its `create_feature_extractor`), on `device`, in eval mode.
+
+    torch-fidelity loads a weights file with `torch.load(weights_only=False)`, which runs any
+    code a pickle holds; so it gets only a private copy of the bytes that loaded here with
+    `weights_only=True` (or a state dict re-saved from a .safetensors file).
+    """
     register_domain_extractor()
     from torch_fidelity.utils import create_feature_extractor
 
-    extractor = create_feature_extractor(
-        name,
-        sorted(set(layers)),
-        cuda=False,
-        feature_extractor_weights_path=weights_path,
-        verbose=False,
-    )
+    with _checked_weights(name, weights_path) as checked:
+        extractor = create_feature_extractor(
+            name,
+            sorted(set(layers)),
+            cuda=False,
+            feature_extractor_weights_path=checked,
+            verbose=False,
+        )
     return extractor.to(device)
+
+
+def load_state_dict_safely(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], bytes]:
+    """A weights file's state dict and the bytes of a plain torch file holding it, loaded
+    without running code: .safetensors through safetensors, anything else with
+    `torch.load(weights_only=True)`. Raises ConfigError naming the file otherwise."""
+    try:
+        if str(path).endswith(".safetensors"):
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+            buffer = io.BytesIO()
+            torch.save(state, buffer)
+            return state, buffer.getvalue()
+        data = Path(path).read_bytes()
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every failure means: not a weights file we load
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise _config_error(
+            f"eval.weights_path={str(path)!r} is not a weights file that loads without running "
+            f"code (safetensors, or torch.load with weights_only=True): {reason}"
+        ) from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise _config_error(f"eval.weights_path={str(path)!r} holds no state dict of tensors")
+    return state, data
+
+
+@contextlib.contextmanager
+def _checked_weights(name: str, weights_path: str | None) -> Iterator[str | None]:
+    """`weights_path` for torch-fidelity, as a private copy of checked bytes (see above).
+    The domain extractor loads its own file safely (`load_classifier`)."""
+    if weights_path is None or name == DOMAIN:
+        yield weights_path
+        return
+    _, data = load_state_dict_safely(weights_path)
+    with tempfile.TemporaryDirectory(prefix="gandist-weights-") as folder:
+        checked = Path(folder) / "weights.pth"
+        checked.write_bytes(data)
+        yield str(checked)
 
 
 def inception_url() -> str:
@@ -118,20 +168,44 @@ def missing_inception_message(reason: str) -> str:
     )
 
 
+def published_hash_prefix(url_or_name: str) -> str | None:
+    """The SHA-256 prefix a published weights file carries in its name (torch.hub's convention,
+    `name-<hex>.pth`), or None."""
+    match = re.search(r"-([a-f0-9]{8,64})\.[a-z]+$", os.path.basename(url_or_name))
+    return match.group(1) if match else None
+
+
+def check_published_hash(path: str | os.PathLike) -> None:
+    """Raise ConfigError when a file named as published InceptionV3 weights is not those bytes."""
+    if os.path.basename(path) != os.path.basename(inception_url()):
+        return
+    prefix = published_hash_prefix(inception_url())
+    if prefix and not file_digest(path).startswith(prefix):
+        raise _config_error(
+            f"{path} is named as torch-fidelity's InceptionV3 weights, but its SHA-256 does not "
+            f"start with the published {prefix}: a damaged or substituted file; delete it and "
+            "fetch it again"
+        )
+
+
 def resolve_weights(name: str, weights_path: str | None, download: bool = True) -> str | None:
     """The weights file to load for extractor `name`, fetched now if it must be; raises ConfigError.
 
     Called before training starts, so a cluster without internet fails in seconds with a
     message saying how to fetch the file, instead of at the first evaluation hours later.
+    Published InceptionV3 weights (by file name) are checked against the hash in that name,
+    downloads included.
     """
     if weights_path:
         if not Path(weights_path).is_file():
             raise _config_error(f"eval.weights_path={weights_path!r} is not a file")
+        check_published_hash(weights_path)
         return str(weights_path)
     if name != INCEPTION:
         return None  # other torch-fidelity extractors fetch their own weights
     path = inception_hub_path()
     if path.is_file():
+        check_published_hash(path)
         return str(path)
     if not download:
         raise _config_error(missing_inception_message("downloads are off"))
@@ -139,7 +213,12 @@ def resolve_weights(name: str, weights_path: str | None, download: bool = True) 
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)  # a firewalled cluster must not hang here
     try:
-        torch.hub.download_url_to_file(inception_url(), str(path), progress=False)
+        torch.hub.download_url_to_file(
+            inception_url(),
+            str(path),
+            hash_prefix=published_hash_prefix(inception_url()),  # checked before the rename
+            progress=False,
+        )
     except Exception as err:  # noqa: BLE001 - any failure means the same thing to the user
         raise _config_error(missing_inception_message(f"{type(err).__name__}: {err}")) from None
     finally:
@@ -234,3 +313,5 @@ def preflight(extractor: str, weights_path: str | None, data: DataConfig | None 
             load_classifier(path)
         except (ValueError, RuntimeError, KeyError) as err:
             raise _config_error(f"eval.weights_path: {err}") from None
+    elif path is not None:
+        load_state_dict_safely(path)  # what torch-fidelity will be given must load without code

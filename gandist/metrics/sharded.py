@@ -24,22 +24,24 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch_fidelity
+from safetensors import safe_open
+from safetensors.torch import save_file
 from torch import nn
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
-from torch_fidelity.utils_torch import torch_atomic_save
 
 from gandist.data.config import DataConfig
 from gandist.data.decode import ToExample, media_transform
 from gandist.data.health import BadSample, SkipCounter
-from gandist.data.shards import expand_shards
+from gandist.data.shards import expand_shards, shard_identities
 from gandist.data.stream import read_shard
 from gandist.models import generate
 
 log = logging.getLogger(__name__)
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: safetensors (1 was a pickle)
+CACHE_SUFFIX = ".safetensors"
 
 
 @dataclass(frozen=True)
@@ -278,13 +280,12 @@ def reference_key(
 ) -> tuple[str, dict[str, Any]]:
     """A digest of everything the reference statistics depend on, and the description hashed.
 
-    Shards count by path, size and modification time: rewriting them invalidates the cache.
+    Local shards count by path, size and modification time: rewriting them invalidates the
+    cache. Remote shards count by their URL with credentials redacted, plus size, ETag and
+    Last-Modified where a HEAD request tells them (http(s)); see `shard_identities`.
     Images key on resolution and channels, audio on sample rate and clip length.
     """
-    shard_ids = []
-    for url in expand_shards(shards):
-        stat = Path(url).stat()
-        shard_ids.append([str(Path(url).resolve()), stat.st_size, stat.st_mtime_ns])
+    shard_ids = shard_identities(expand_shards(shards))
     description = {
         "format": CACHE_FORMAT,
         "shards": shard_ids,
@@ -334,28 +335,47 @@ def reference_statistics(
         description=description,
     )
     if ranks.rank == 0:
-        cache_path.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
-            "description": description,
-            "fid_stats": reference.fid_stats,
-            "kid_features": reference.kid_features,
-            "num": reference.num,
-        }
-        torch_atomic_save(payload, str(cache_path))  # temporary file + rename
+        _save_reference(cache_path, reference)
     return reference, False
 
 
+def _save_reference(path: Path, reference: Reference) -> None:
+    """Write the reference as safetensors (tensors and a JSON description; no pickle, so a
+    cache file can hold no code), through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {
+        "fid_mu": torch.from_numpy(np.ascontiguousarray(reference.fid_stats["mu"])),
+        "fid_sigma": torch.from_numpy(np.ascontiguousarray(reference.fid_stats["sigma"])),
+        "kid_features": reference.kid_features.contiguous(),
+    }
+    metadata = {"description": json.dumps(reference.description), "num": str(reference.num)}
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def _load_reference(path: Path, description: dict[str, Any]) -> Reference | None:
+    """The cached reference at `path` when its description matches, else None. Only
+    safetensors are read: a file that is anything else (a pickle included) is ignored, and
+    recomputed over, without being executed."""
     if not path.is_file():
         return None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:  # noqa: BLE001 - a damaged cache entry is recomputed, not fatal
+        with safe_open(str(path), framework="pt") as cached:
+            metadata = cached.metadata() or {}
+            if json.loads(metadata.get("description", "null")) != json.loads(
+                json.dumps(description)
+            ):
+                return None
+            tensors = {name: cached.get_tensor(name) for name in cached.keys()}  # noqa: SIM118
+        fid_stats = {"mu": tensors["fid_mu"].numpy(), "sigma": tensors["fid_sigma"].numpy()}
+        return Reference(fid_stats, tensors["kid_features"], int(metadata["num"]), description)
+    except Exception as err:  # noqa: BLE001 - a damaged or foreign cache entry is recomputed
         log.warning("ignoring unreadable reference cache %s: %s", path, err)
         return None
-    if payload.get("description") != description:
-        return None
-    return Reference(payload["fid_stats"], payload["kid_features"], payload["num"], description)
 
 
 # ---- scoring with torch-fidelity's statistics functions ----------------------------------

@@ -1,0 +1,54 @@
+"""Credentials in data.shards (tokens in URLs, passwords, keys in pipe: commands) never reach
+logs, reports or saved files: `redact_shards` and the messages that name shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gandist import cli
+from gandist.data.shards import redact_message, redact_shards
+
+
+@pytest.mark.parametrize(
+    ("spec", "redacted"),
+    [
+        ("https://user:pw@h.com/d/{000..009}.tar?token=abc&v=2", "https://user:***@h.com/d/{000..009}.tar?token=***&v=2"),
+        ("https://h.com/x.tar?X-Amz-Credential=AK%2F1&X-Amz-Signature=f00d&X-Amz-Expires=60",
+         "https://h.com/x.tar?X-Amz-Credential=***&X-Amz-Signature=***&X-Amz-Expires=***"),
+        ("https://h.com/x.tar?sig=zz&api_key=k&page=3", "https://h.com/x.tar?sig=***&api_key=***&page=3"),
+        ("pipe:curl -s -L -H 'Authorization: Bearer s3cr3t' https://h/x.tar",
+         "pipe:curl -s -L -H 'Authorization: ***' https://h/x.tar"),
+        ('pipe:curl -sH "X-Api-Key: k1" -u bob:hunter2 https://h/x.tar',
+         'pipe:curl -sH "X-Api-Key: ***" -u *** https://h/x.tar'),
+        ("pipe:AWS_SECRET_ACCESS_KEY=abc aws s3 cp s3://b/x.tar -",
+         "pipe:AWS_SECRET_ACCESS_KEY=*** aws s3 cp s3://b/x.tar -"),
+        ("pipe:gsutil cat gs://b/x.tar --token=t0k --access-token zzz",
+         "pipe:gsutil cat gs://b/x.tar --token=*** --access-token ***"),
+        ("/data/train-{000000..000009}.tar::/data/key-frames/x.tar",
+         "/data/train-{000000..000009}.tar::/data/key-frames/x.tar"),
+        ("pipe:cat /data/my-token-dir/a.tar", "pipe:cat /data/my-token-dir/a.tar"),
+        ("a.tar::https://:pw@h/b.tar", "a.tar::https://:***@h/b.tar"),
+    ],
+)  # fmt: skip
+def test_redact_shards_hides_credentials_and_keeps_the_rest(spec: str, redacted: str) -> None:
+    assert redact_shards(spec) == redacted
+    assert redact_shards(redacted) == redacted  # idempotent
+
+
+def test_a_pipe_error_quoting_its_command_is_redacted() -> None:
+    url = "pipe:API_TOKEN=s3cr3t cat /d/x.tar"
+    # What WebDataset's pipe reports when the command fails.
+    message = "(('API_TOKEN=s3cr3t cat /d/x.tar',), {'shell': True, 'bufsize': 8192}): exit 1"
+    assert redact_message(message, url) == message.replace("s3cr3t", "***")
+    assert redact_message(f"{url} key=7: bad", url) == "pipe:API_TOKEN=*** cat /d/x.tar key=7: bad"
+
+
+def test_verify_reports_name_shards_without_their_secrets(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    code = cli.main(["data", "verify", f"pipe:API_TOKEN=s3cr3t cat {tmp_path}/missing.tar"])
+    out = capsys.readouterr()
+    assert code == 1 and "API_TOKEN=***" in out.out
+    assert "s3cr3t" not in out.out + out.err
