@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from gandist import __version__, preemption
+from gandist import preemption
 from gandist.checkpoint import mark_best
 from gandist.config import to_dict, to_yaml
 from gandist.data.classes import save_class_names
@@ -23,6 +23,7 @@ from gandist.tracking import Tracker
 from gandist.training.algorithm import Phase, Runtime
 from gandist.training.checkpointing import Checkpointer, Progress, RngState
 from gandist.training.config import Config
+from gandist.training.console import SaturationWatch, data_note, run_facts, startup_summary
 from gandist.training.evaluation import TrainingEvaluation
 from gandist.training.updater import NonFiniteGuard, prepare_updaters
 from gandist.training.window import MetricWindow
@@ -72,6 +73,7 @@ class Trainer:
             acc, self.run_dir, self.config_yaml, cfg.train.checkpoints_total_limit
         )
         self.guard = NonFiniteGuard(cfg.train.max_bad_steps, warn=self.precision != "fp16")
+        self.saturation = SaturationWatch()
 
     # ---- construction -------------------------------------------------------------------
 
@@ -207,6 +209,8 @@ class Trainer:
             self.tracker.log_scalars(values | err.values, self.progress.step)
             raise
         self.tracker.log_scalars(values, self.progress.step)
+        if (warning := self.saturation.update(values, self.progress.step)) and self.is_main:
+            log.warning("%s", warning)
         window.clear()
         return values
 
@@ -266,33 +270,23 @@ class Trainer:
         if self.is_main:
             log.info("resumed from %s at step %d", path, self.progress.step)
 
-    def _run_info(self) -> dict[str, Any]:
-        """How this run was launched, for a reader of the run directory."""
-        return {
-            "world_size": self.accelerator.num_processes,
-            "distributed_type": str(self.accelerator.distributed_type),
-            "device": str(self.accelerator.device),
-            "mixed_precision": self.cfg.train.mixed_precision,
-            "precision": self.precision,
-            "batch_per_rank": self.batch_per_rank,
-            "resumed_at_step": self.progress.step,
-            "gandist": __version__,
-            "torch": torch.__version__,
-        }
-
     def _start_tracking(self) -> None:
-        run_info = self._run_info()
+        acc, cfg = self.accelerator, self.cfg
+        run_info = run_facts(acc, cfg, self.precision, self.batch_per_rank, self.progress.step)
         if self.is_main:
             write_run_files(self.run_dir, self.config_yaml, run_info)
-            save_class_names(self.run_dir, self.cfg.data.shards)
-        tracking = self.cfg.tracking
+            save_class_names(self.run_dir, cfg.data.shards)
+        tracking = cfg.tracking
         self.tracker.start(
             tracking.project,
-            config=to_dict(self.cfg) | {"world_size": run_info["world_size"], "run": run_info},
+            config=to_dict(cfg) | {"world_size": run_info["world_size"], "run": run_info},
             wandb_kwargs={
-                "name": self.cfg.run_name,
+                "name": cfg.run_name,
                 "entity": tracking.entity,
                 "group": tracking.group,
                 "tags": list(tracking.tags),
             },
         )
+        if self.is_main:
+            networks = {name: self.algorithm.local(name) for name in self.algorithm.networks}
+            print(startup_summary(run_info, cfg, networks, data_note(cfg.data)), flush=True)
