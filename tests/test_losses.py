@@ -291,5 +291,36 @@ def test_path_length_draws_its_own_noise_and_uses_the_default_decay() -> None:
 
 def test_orthogonal_penalty_counts_off_diagonal_terms_only() -> None:
     weight = torch.tensor([[1.0, 0.0], [1.0, 1.0]])  # W W^T = [[1, 1], [1, 2]]
-    penalty, _ = orthogonal_penalty([weight, torch.eye(3) * 5])
+    penalty, metrics = orthogonal_penalty([weight, torch.eye(3) * 5])
     assert penalty.item() == pytest.approx(2.0)
+    assert metrics["ortho"].item() == pytest.approx(2.0)
+    conv = torch.tensor([[1.0, 2.0], [0.0, 1.0], [1.0, 0.0]]).view(3, 1, 2, 1)  # fan-in 2
+    penalty, _ = orthogonal_penalty([conv])  # off-diagonal <w_i, w_j>: 2, 1, 0, twice each
+    assert penalty.item() == pytest.approx(2 * (4 + 1 + 0))
+
+
+def test_penalties_build_their_tensors_on_the_inputs_device() -> None:
+    """On the meta device a tensor made on the CPU instead cannot be mixed in: the same mistake
+    that would fail on a GPU is caught on this CPU-only machine."""
+    weight = torch.empty(4, 3, device="meta")
+    penalty, _ = orthogonal_penalty([weight])
+    assert penalty.device.type == "meta"
+    real = torch.empty(2, 1, 2, 2, device="meta")
+    assert interpolate(real, real).device.type == "meta"
+
+
+def test_path_length_on_non_square_half_precision_images_draws_float32_noise() -> None:
+    torch.manual_seed(0)
+    matrix = torch.randn(6, 8)
+    ws = torch.randn(3, 2, 3).requires_grad_(True)
+    images = (ws.flatten(1) @ matrix).view(3, 1, 2, 4).bfloat16()  # H * W = 8
+    pl_mean = torch.tensor(0.0)
+    torch.manual_seed(7)
+    noise = torch.randn(3, 1, 2, 4)  # float32, as drawn inside
+    torch.manual_seed(7)
+    _, drawn = path_length_penalty(images, ws, pl_mean, decay=1.0)
+    _, given = path_length_penalty(images, ws, pl_mean, decay=1.0, noise=noise)
+    assert drawn["pl_length"].item() == given["pl_length"].item()
+    jt_y = (noise.flatten(1) / 8**0.5) @ matrix.t()  # y = noise / sqrt(H * W)
+    lengths = jt_y.view(3, 2, 3).square().sum(2).mean(1).sqrt()
+    assert given["pl_length"].item() == pytest.approx(lengths.mean().item(), rel=2e-2)

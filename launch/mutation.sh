@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Mutation testing (mutmut 3) of the pure modules against their unit tests. Not part of CI: it
+# runs each module's tests once per mutant (minutes per module on 2 cores), niced, one at a time.
+#
+#   bash launch/mutation.sh                  # every module below
+#   bash launch/mutation.sh losses schedules # some of them
+#
+# mutmut lives in its own venv ($MUTMUT_VENV, default .mutvenv) so it changes no pin of the
+# project venv ($GANDIST_VENV, default .venv), whose packages (torch, ...) it sees through a
+# .pth file. Each module runs in a scratch copy of the work tree; the per-module score
+# (killed / mutants) and the surviving mutants' diffs go to $OUT (default mutation-report/).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+VENV=${GANDIST_VENV:-$ROOT/.venv}
+MUTVENV=${MUTMUT_VENV:-$ROOT/.mutvenv}
+OUT=${OUT:-$ROOT/mutation-report}
+MUTMUT_VERSION=3.8.1
+
+# module -> "file to mutate | mutant name glob ('' = all) | its unit tests"
+declare -A MODULES=(
+  [losses]="gandist/losses.py||tests/test_losses.py tests/test_training_parts.py"
+  [augment]="gandist/augment.py||tests/test_training_parts.py"
+  [ema]="gandist/ema.py||tests/test_training_parts.py"
+  [schedules]="gandist/schedules.py||tests/test_training_parts.py"
+  [config]="gandist/config.py|gandist.config.*|tests/test_config.py tests/test_training_parts.py"
+)
+ORDER=(losses augment ema schedules config)
+
+if [ $# -gt 0 ]; then ORDER=("$@"); fi
+for name in "${ORDER[@]}"; do
+  if [ -z "${MODULES[$name]+x}" ]; then
+    echo "unknown module '$name'; choose from: ${!MODULES[*]}" >&2
+    exit 2
+  fi
+done
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "no project venv at $VENV (run launch/setup.sh, or set GANDIST_VENV)" >&2
+  exit 2
+fi
+
+if [ ! -x "$MUTVENV/bin/mutmut" ]; then
+  "$VENV/bin/python" -m venv "$MUTVENV"
+  "$MUTVENV/bin/pip" install -q "mutmut==$MUTMUT_VERSION" -c "$ROOT/launch/constraints.txt"
+fi
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+mutsite=$("$MUTVENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+# A plain path line: the project venv's packages, but not its editable gandist (the mutants win).
+echo "$site" > "$mutsite/gandist-project-venv.pth"
+
+mkdir -p "$OUT"
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+for name in "${ORDER[@]}"; do
+  IFS='|' read -r file names tests <<< "${MODULES[$name]}"
+  work="$scratch/$name"
+  mkdir -p "$work"
+  tar -C "$ROOT" -cf - gandist tests configs pyproject.toml | tar -C "$work" -xf -
+  {
+    echo "[mutmut]"
+    echo "source_paths=gandist"
+    echo "only_mutate=$file"
+    echo "pytest_add_cli_args=-p no:cacheprovider"
+    echo "pytest_add_cli_args_test_selection="
+    for t in $tests; do echo "    $t"; done
+  } > "$work/setup.cfg"
+  echo "== $name: mutating $file, tests: $tests"
+  start=$(date +%s)
+  (
+    cd "$work"
+    export WANDB_MODE=offline WANDB_SILENT=true
+    # shellcheck disable=SC2086
+    nice -n 19 "$MUTVENV/bin/mutmut" run --max-children 1 $names > "$OUT/$name.log" 2>&1
+    "$MUTVENV/bin/mutmut" export-cicd-stats > /dev/null
+    cp mutants/mutmut-cicd-stats.json "$OUT/$name.json"
+    : > "$OUT/$name-survivors.txt"
+    for mutant in $("$MUTVENV/bin/mutmut" results 2>/dev/null | awk -F: '/: (survived|no tests)/ {print $1}'); do
+      "$MUTVENV/bin/mutmut" show "$mutant" >> "$OUT/$name-survivors.txt" 2>&1
+    done
+  )
+  "$VENV/bin/python" - "$OUT/$name.json" "$name" "$(( $(date +%s) - start ))" <<'PY'
+import json, sys
+stats = json.load(open(sys.argv[1]))
+killed = stats["killed"] + stats["timeout"] + stats["segfault"]
+total = stats["total"] - stats["skipped"]
+print(f"{sys.argv[2]}: {killed}/{total} killed ({100 * killed / max(total, 1):.0f}%), "
+      f"survived {stats['survived']}, no tests {stats['no_tests']}, {sys.argv[3]} s")
+PY
+done
