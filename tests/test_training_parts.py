@@ -116,13 +116,19 @@ def test_diffaugment_shapes_gradients_and_policy_errors() -> None:
     assert out.shape == images.shape
     out.sum().backward()
     assert images.grad is not None and images.grad.abs().sum() > 0
-    assert not DiffAugment("")
-    with pytest.raises(ConfigError, match=r"'flip' in train.augment.*translation"):
+    assert not DiffAugment("") and not DiffAugment(" , ")
+    assert DiffAugment("color") and DiffAugment("cutout")
+    with pytest.raises(
+        ConfigError,
+        match=r"unknown augmentation 'flip' in train.augment='flip,cutout'; "
+        r"use a comma list of color, translation, cutout \(or empty for none\)",
+    ):
         load_config(None, ["train.augment=flip,cutout"])
 
 
 def _recover_colour_factors(out: torch.Tensor, lum: torch.Tensor, dev: torch.Tensor):
-    """Per image (brightness b, saturation s, contrast c) from colour(l + d) = (s d + l) c + b,
+    """Per image (brightness b, saturation s, contrast c) from colour(l + d) - k = (s d + l) c + b
+    for an input k + l + d,
     where l is equal over channels, d sums to 0 over channels, and both average to 0."""
     brightness = out.mean(dim=(1, 2, 3))  # [B]
     centred = out - brightness[:, None, None, None]
@@ -143,7 +149,8 @@ def test_colour_draws_brightness_saturation_and_contrast_in_the_papers_ranges() 
     lum -= lum.mean()
     dev = torch.randn(1, 3, 4, 4)
     dev -= dev.mean(dim=1, keepdim=True)
-    out = DiffAugment("color")((lum + dev).expand(num, -1, -1, -1))
+    offset = 0.3  # a mean of its own, which saturation and contrast must keep
+    out = DiffAugment("color")((offset + lum + dev).expand(num, -1, -1, -1)) - offset
     brightness, saturation, contrast = _recover_colour_factors(out, lum, dev)
     # The model (s d + l) c + b explains the output exactly.
     rebuilt = (saturation[:, None, None, None] * dev + lum) * contrast[:, None, None, None]
@@ -191,10 +198,11 @@ def test_translation_moves_each_image_by_up_to_an_eighth_filling_zeros() -> None
     assert set(shifts) == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
 
 
-def test_cutout_zeroes_one_square_of_half_the_size_clipped_at_the_border() -> None:
+@pytest.mark.parametrize("size", [16, 10])  # squares of 8 and 5 pixels: even and odd
+def test_cutout_zeroes_one_square_of_half_the_size_clipped_at_the_border(size: int) -> None:
     torch.manual_seed(3)
-    num = 512
-    images = torch.rand(num, 3, 16, 16) + 1  # no zeros of its own
+    num, cut = 512, (size + 1) // 2
+    images = torch.rand(num, 3, size, size) + 1  # no zeros of its own
     out = DiffAugment("cutout")(images)
     zero = out == 0  # [B, C, H, W]
     assert torch.equal(zero, zero[:, :1].expand_as(zero))  # the same square in every channel
@@ -204,16 +212,26 @@ def test_cutout_zeroes_one_square_of_half_the_size_clipped_at_the_border() -> No
     rows, cols = mask.any(dim=2), mask.any(dim=1)  # [B, H], [B, W]
     # A rectangle: every pixel in its rows x cols is zero, and only those.
     assert torch.equal(mask, rows[:, :, None] & cols[:, None, :])
-    heights, widths = rows.sum(1), cols.sum(1)
-    # 8 x 8 (half of 16) unless clipped by the border, and never clipped below half of it.
-    assert heights.min() >= 4 and heights.max() == 8 and widths.min() >= 4 and widths.max() == 8
-    clipped_y = (heights < 8) & ~(rows[:, 0] | rows[:, -1])
-    clipped_x = (widths < 8) & ~(cols[:, 0] | cols[:, -1])
-    assert not clipped_y.any() and not clipped_x.any()
-    # The square's top row covers every position from fully-above-clipped to the last one.
-    tops = rows.float().argmax(1)
-    assert set(tops.tolist()) == set(range(0, 13))
-    assert ((heights < 8) & (tops == 0)).any() and ((heights < 8) & (tops > 0)).any()
+    for hit, top in ((rows, rows.float().argmax(1)), (cols, cols.float().argmax(1))):
+        extent = hit.sum(1)
+        # Centred anywhere from the first to the last pixel (the paper's offsets): at either
+        # border at least half of it shows, and only a square cut by a border is smaller.
+        smallest = cut - cut // 2
+        assert extent.min() == smallest and extent.max() == cut
+        assert ((extent < cut) <= (hit[:, 0] | hit[:, -1])).all()
+        assert ((extent == smallest) & (top == 0)).any()
+        assert ((extent == smallest) & (top == size - smallest)).any()
+        assert set(top.tolist()) == set(range(size - smallest + 1))
+
+
+def test_diffaugment_keeps_dtype_and_device() -> None:
+    """Random draws are made on the images' device in their dtype: on the meta device a tensor
+    made on the CPU cannot be mixed in, the same mistake that would fail on a GPU."""
+    for policy in ("color", "translation", "cutout"):
+        out = DiffAugment(policy)(torch.empty(4, 3, 16, 16, device="meta"))
+        assert out.device.type == "meta" and out.shape == (4, 3, 16, 16), policy
+        half = DiffAugment(policy)(torch.rand(4, 3, 16, 16).bfloat16())
+        assert half.dtype == torch.bfloat16, policy
 
 
 def test_policy_runs_colour_translation_cutout_in_the_papers_order_whatever_is_written() -> None:
