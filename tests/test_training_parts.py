@@ -187,15 +187,19 @@ def _find_shift(image: torch.Tensor, shifted: torch.Tensor, max_shift: int) -> t
     return found[0]
 
 
-def test_translation_moves_each_image_by_up_to_an_eighth_filling_zeros() -> None:
+@pytest.mark.parametrize(("size", "num"), [(16, 256), (32, 64)])
+def test_translation_moves_each_image_by_up_to_an_eighth_filling_zeros(size: int, num: int) -> None:
     torch.manual_seed(1)
-    num = 256
+    max_shift = size // 8
     # Every pixel of every channel distinct and nonzero, so a shift is identified exactly.
-    images = torch.arange(1.0, 1 + 3 * 16 * 16).view(1, 3, 16, 16).repeat(num, 1, 1, 1)
-    images = images + 1000 * torch.arange(num).view(num, 1, 1, 1)
+    images = torch.arange(1.0, 1 + 3 * size * size).view(1, 3, size, size).repeat(num, 1, 1, 1)
+    images = images + 10000 * torch.arange(num).view(num, 1, 1, 1)
     shifted = DiffAugment("translation")(images)
-    shifts = [_find_shift(images[i], shifted[i], 2) for i in range(num)]  # 16 / 8 = 2 pixels
-    assert set(shifts) == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
+    shifts = [_find_shift(images[i], shifted[i], max_shift) for i in range(num)]
+    for axis in (0, 1):  # both directions, up to the largest shift
+        assert {s[axis] for s in shifts} >= {-max_shift, 0, max_shift}
+    if size == 16:
+        assert set(shifts) == {(dy, dx) for dy in range(-2, 3) for dx in range(-2, 3)}
 
 
 @pytest.mark.parametrize("size", [16, 10])  # squares of 8 and 5 pixels: even and odd
