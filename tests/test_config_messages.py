@@ -67,6 +67,21 @@ def test_run_name_comes_from_the_file_then_gandist_unless_a_name_or_folder_is_gi
     assert load_config(config, ["train.steps=4", "train.steps=5"]).train.steps == 5
 
 
+def test_interpolation_mistakes_surface_at_the_end_as_one_line() -> None:
+    """Interpolations resolve when the config is built, after merging: a wrong type names the
+    key; a missing reference gives OmegaConf's own first line (it names no key)."""
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["run_name=abc", "train.steps=${run_name}"])
+    assert str(caught.value) == (
+        "bad value for 'train.steps': While dereferencing interpolation '${run_name}': "
+        "Value 'abc' of type 'str' could not be converted to Integer"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(None, ["train.steps=${nowhere}"])
+    assert str(caught.value) == "Interpolation key 'nowhere' not found"
+    assert load_config(None, ["train.seed=7", "train.steps=${train.seed}"]).train.steps == 7
+
+
 @pytest.mark.xfail(
     strict=True,
     reason="load_config catches only OmegaConfBaseException around from_dotlist: a malformed "
