@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash launch/setup.sh
-gandist=".venv/bin/gandist"
+venv="${GANDIST_VENV:-.venv}"  # where launch/setup.sh put it
+gandist="$venv/bin/gandist"
 
 if [ ! -f data/glyphs/manifest.json ]; then
   "$gandist" data synth glyphs --out data/glyphs --num 20000 --size 32
@@ -29,7 +30,7 @@ gandist demo finished. Outputs in $run_dir/:
   samples/        sample grids from a fixed latent batch; newest: $latest_grid
   metrics.jsonl   losses, D(real), D(fake), images/s per log step; eval/fid, eval/kid, eval/is
   checkpoints/    resumable training state (add resume=latest to continue)
-  wandb/          the offline wandb run; upload it with: .venv/bin/wandb sync $run_dir/wandb/offline-run-*
-Draw new samples:   .venv/bin/gandist sample $run_dir --num 64 --out grid.png
-Score the best one: .venv/bin/gandist eval $run_dir --best
+  wandb/          the offline wandb run; upload it with: $venv/bin/wandb sync $run_dir/wandb/offline-run-*
+Draw new samples:   $venv/bin/gandist sample $run_dir --num 64 --out grid.png
+Score the best one: $venv/bin/gandist eval $run_dir --best
 MSG
