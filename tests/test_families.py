@@ -88,11 +88,16 @@ def test_penalties_logged_where_enabled(families_run: Path) -> None:
     def last(name: str) -> dict:
         return json.loads((families_run / name / "metrics.jsonl").read_text().splitlines()[-1])
 
-    assert math.isfinite(last("stylegan2")["train/r1"])
-    assert math.isfinite(last("stylegan2")["train/pl"])
-    assert last("wgan-gp")["train/gp"] >= 0
-    assert "train/ortho" in last("biggan")
-    assert "train/d_grad_norm" in last("dcgan")
+    # Each is a sum of squares that is never exactly 0 on a random network; that each one acts
+    # on the gradients by its weight is checked by the one-process tests below.
+    values = [
+        last("stylegan2")["train/r1"],
+        last("stylegan2")["train/pl"],
+        last("wgan-gp")["train/gp"],
+        last("biggan")["train/ortho"],
+        last("dcgan")["train/d_grad_norm"],
+    ]
+    assert all(math.isfinite(value) and value > 0 for value in values), values
 
 
 @pytest.mark.dist
