@@ -10,8 +10,9 @@ bash launch/setup.sh
 venv="${GANDIST_VENV:-.venv}"  # where launch/setup.sh put it
 gandist="$venv/bin/gandist"
 
+# GANDIST_DEMO_GLYPHS: fewer glyphs for a quick check of the script (tests/test_demo.py).
 if [ ! -f data/glyphs/manifest.json ]; then
-  "$gandist" data synth glyphs --out data/glyphs --num 20000 --size 32
+  "$gandist" data synth glyphs --out data/glyphs --num "${GANDIST_DEMO_GLYPHS:-20000}" --size 32
 fi
 # FID/KID/IS in the feature space of a small glyph classifier (InceptionV3 weights can't be
 # downloaded offline, and don't suit 32 px grayscale digits).
