@@ -7,7 +7,8 @@ runs/NAME/
   run.json             how it was launched (world size, device, precision, versions)
   metrics.jsonl        one JSON line per scalar log: {"step": 20, "train/d_loss": ...}
   wandb_run_id         the wandb run this directory logs to (a resumed job appends to it)
-  samples/step-N.png   sample grids from fixed latents
+  samples/step-N.png   sample grids from fixed latents (the EMA's when there is one)
+  samples/raw/, samples/class_K/   the raw generator's grids (with an EMA), per-class grids
   checkpoints/step-N/  complete checkpoints (COMPLETE marker, config.yaml, generator.pt, state)
   checkpoints/abandoned-.../  checkpoints fenced off by a rollback (never resumed from)
 ```
@@ -34,6 +35,7 @@ RUN_INFO_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_run_id"
 SAMPLES = "samples"
+MAIN_SAMPLES = "samples"  # the main grid's name; others (`samples_raw`) get their own folder
 RESUME_CHOICES = (
     "resume=latest (newest checkpoint, or a fresh start), a checkpoint folder or a run directory"
 )
@@ -48,8 +50,27 @@ def checkpoint_dir(run_dir: str | os.PathLike, step: int) -> Path:
     return checkpoint_root(run_dir) / f"step-{step:08d}"
 
 
-def sample_path(run_dir: str | os.PathLike, step: int, suffix: str = ".png") -> Path:
-    return Path(run_dir) / SAMPLES / f"step-{step:08d}{suffix}"
+def sample_path(
+    run_dir: str | os.PathLike, step: int, suffix: str = ".png", name: str = MAIN_SAMPLES
+) -> Path:
+    """`samples/step-N.png` for the main grid; `samples/NAME/step-N.png` for another named one."""
+    folder = Path(run_dir) / SAMPLES
+    if name != MAIN_SAMPLES:
+        folder = folder / name.removeprefix(f"{MAIN_SAMPLES}_")
+    return folder / f"step-{step:08d}{suffix}"
+
+
+def sample_grids(
+    run_dir: str | os.PathLike, name: str = MAIN_SAMPLES, suffix: str = ".png"
+) -> list[tuple[int, Path]]:
+    """(step, path) of every grid of one name a run wrote, oldest first."""
+    folder = sample_path(run_dir, 0, suffix, name).parent
+    found = []
+    for path in folder.glob(f"step-*{suffix}") if folder.is_dir() else []:
+        match = _STEP_DIR.match(path.name.removesuffix(suffix))
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
 
 
 def checkpoint_step(path: Path) -> int | None:

@@ -22,7 +22,7 @@ from accelerate.tracking import GeneralTracker
 from PIL import Image
 from torchvision.utils import make_grid
 
-from gandist.rundir import METRICS_FILE, WANDB_ID_FILE, sample_path
+from gandist.rundir import MAIN_SAMPLES, METRICS_FILE, WANDB_ID_FILE, sample_path
 
 log = logging.getLogger(__name__)
 
@@ -168,6 +168,33 @@ def log_image(trackers: Any, key: str, grid: torch.Tensor, step: int) -> None:
     tracker.log_images({key: [grid_to_uint8(grid)]}, step=step)
 
 
+IMAGES_AXIS = "train/images_seen"
+HOURS_AXIS = "train/hours"
+AXIS_PREFIXES = ("train/", "eval/", "perf/")
+MIN_SUMMARIES = ("eval/fid", "eval/kid")
+
+
+def define_axes(run: Any) -> None:
+    """Make images seen the x-axis of every train/, eval/ and perf/ chart (wall-clock hours the
+    other one offered), so runs with other batch sizes or GPU counts line up in the dashboard.
+
+    `step_sync` fills the axis into rows that lack it (an evaluation logs no images_seen).
+    """
+    run.define_metric(IMAGES_AXIS, summary="max")
+    run.define_metric(HOURS_AXIS, summary="max")
+    for prefix in AXIS_PREFIXES:
+        run.define_metric(f"{prefix}*", step_metric=IMAGES_AXIS, step_sync=True)
+
+
+def define_summaries(run: Any, keys: list[str]) -> None:
+    """The run's summary of each new key: the best (lowest) FID and KID, the last loss."""
+    for key in keys:
+        if key in MIN_SUMMARIES:
+            run.define_metric(key, summary="min,last")
+        elif key.endswith("_loss"):
+            run.define_metric(key, summary="last")
+
+
 class Tracker:
     """Where a run reports: metrics.jsonl always, wandb when enabled, sample grids on disk.
 
@@ -204,19 +231,43 @@ class Tracker:
                 **wandb_kwargs,
             }
         self.accelerator.init_trackers(project, config=config, init_kwargs=init_kwargs)
+        self._defined: set[str] = set()
+        if self.use_wandb and self.accelerator.is_main_process:
+            define_axes(self.accelerator.get_tracker("wandb", unwrap=True))
 
     def log_scalars(self, values: dict[str, Any], step: int) -> None:
+        if self.use_wandb and self.accelerator.is_main_process:
+            new = [k for k in values if k not in self._defined]
+            if new:
+                define_summaries(self.accelerator.get_tracker("wandb", unwrap=True), new)
+                self._defined.update(new)
         self.accelerator.log(values, step=step)
 
-    def log_samples(self, samples: torch.Tensor, step: int) -> Path | None:
-        """Write a grid of images [B, C, H, W] in [-1, 1] to samples/ and wandb (main process)."""
+    def log_samples(
+        self, samples: torch.Tensor | dict[str, torch.Tensor], step: int
+    ) -> Path | None:
+        """Write a grid of images [B, C, H, W] in [-1, 1] to samples/ and wandb (main process).
+
+        Named grids ({"samples": ..., "samples_raw": ...}) are each logged under their name and
+        written to their own folder (rundir.sample_path); the main grid's path is returned.
+        """
         if not self.accelerator.is_main_process:
             return None
+        if isinstance(samples, dict):
+            for name, grid_samples in samples.items():
+                if name != MAIN_SAMPLES:
+                    self._log_named_grid(name, grid_samples, step)
+            return self.log_samples(samples[MAIN_SAMPLES], step)
         path = sample_path(self.run_dir, step)
         grid = image_grid(samples, path)
         if self.use_wandb:
             log_image(self.accelerator, "samples", grid, step)
         return path
+
+    def _log_named_grid(self, name: str, samples: torch.Tensor, step: int) -> None:
+        grid = image_grid(samples, sample_path(self.run_dir, step, name=name))
+        if self.use_wandb:
+            log_image(self.accelerator, name, grid, step)
 
     def finish(self) -> None:
         where = None

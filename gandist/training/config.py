@@ -76,7 +76,9 @@ class TrainConfig:
     checkpoints_total_limit: int = 3
     """Complete checkpoints kept; older ones are pruned after each successful save."""
     progress_bar: bool = True
-    """Show a tqdm bar on the main process."""
+    """Show progress on the main process: a tqdm bar on a terminal, plain lines in a log file."""
+    progress_every_s: float = 60.0
+    """Without a terminal (Slurm, CI, `> log`): seconds between plain progress lines."""
     n_critic: int = 1
     """Discriminator steps per generator step, each on a fresh real batch (5 for WGAN-GP)."""
     ema_half_life_images: int = 0
@@ -97,6 +99,10 @@ class TrainConfig:
         for key in ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
             value = getattr(self, key)
             _require(value >= 1, f"train.{key} must be >= 1, got {value}")
+        _require(
+            self.progress_every_s >= 0,
+            f"train.progress_every_s must be >= 0, got {self.progress_every_s}",
+        )
         _require(self.num_samples >= 1, f"train.num_samples must be >= 1, got {self.num_samples}")
         _require(
             self.checkpoints_total_limit >= 1,
@@ -150,10 +156,16 @@ class TrackingConfig:
     """wandb project name."""
     entity: str | None = None
     """wandb entity (team or user); None uses your default."""
+    name: str | None = None
+    """wandb display name; None uses run_name."""
     group: str | None = None
     """wandb group, to compare related runs (a sweep) side by side."""
     tags: list[str] = field(default_factory=list)
     """wandb tags."""
+    job_type: str | None = None
+    """wandb job type (e.g. `train`, `sweep`, `ablation`), to filter and group runs by it."""
+    notes: str | None = None
+    """wandb notes: a sentence on what this run tries."""
 
 
 @dataclass

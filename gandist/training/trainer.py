@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from gandist import preemption
 from gandist.checkpoint import mark_best
@@ -23,8 +22,15 @@ from gandist.tracking import Tracker
 from gandist.training.algorithm import Phase, Runtime
 from gandist.training.checkpointing import Checkpointer, Progress, RngState
 from gandist.training.config import Config
-from gandist.training.console import SaturationWatch, data_note, run_facts, startup_summary
+from gandist.training.console import (
+    SaturationWatch,
+    data_note,
+    run_facts,
+    startup_summary,
+    wandb_run_kwargs,
+)
 from gandist.training.evaluation import TrainingEvaluation
+from gandist.training.progress import ProgressReport
 from gandist.training.updater import NonFiniteGuard, prepare_updaters
 from gandist.training.window import MetricWindow
 
@@ -74,6 +80,7 @@ class Trainer:
         )
         self.guard = NonFiniteGuard(cfg.train.max_bad_steps, warn=self.precision != "fp16")
         self.saturation = SaturationWatch()
+        self.window = MetricWindow()
 
     # ---- construction -------------------------------------------------------------------
 
@@ -137,12 +144,10 @@ class Trainer:
         self._resume()
         self._start_tracking()
         evaluation = self._build_evaluation()
-        window = MetricWindow()
-        progress_bar = tqdm(
-            total=cfg.steps,
-            initial=self.progress.step,
-            disable=not (self.is_main and cfg.progress_bar),
-            dynamic_ncols=True,
+        window = self.window
+        window.clear()
+        report = ProgressReport(
+            cfg.steps, self.progress.step, self.is_main and cfg.progress_bar, cfg.progress_every_s
         )
         stop = preemption.StopRequest.from_env().install()
         try:
@@ -152,12 +157,8 @@ class Trainer:
                 window.add(self.train_step())
                 self.progress.step, last = step, step == cfg.steps
                 self.progress.images_seen += self.algorithm.images_per_step
-                progress_bar.update(1)
-                if step % cfg.log_every == 0 or last:
-                    values = self._log_scalars(window)
-                    progress_bar.set_postfix(
-                        {k[6:]: f"{v:.3f}" for k, v in values.items() if k.endswith("_loss")}
-                    )
+                logs = step % cfg.log_every == 0 or last
+                report.update(step, self._log_scalars(window) if logs else None)
                 if step % cfg.sample_every == 0 or last:
                     self.tracker.log_samples(self.algorithm.sample(), step)
                 if step % cfg.checkpoint_every == 0 or last:
@@ -170,7 +171,7 @@ class Trainer:
                     break
         finally:  # an error must not leave this process's signal handlers replaced
             stop.close()
-            progress_bar.close()
+            report.close()
         self.tracker.finish()
         if self.is_main:
             log.info("run finished: %s", self.run_dir.resolve())
@@ -187,7 +188,8 @@ class Trainer:
 
     def run_phase(self, phase: Phase) -> dict[str, torch.Tensor]:
         """A fresh real batch if the phase needs one, its loss, its update, the after-update hook."""
-        batch = self.data.next_batch() if phase.needs_real else None
+        with self.window.waiting_for_data():
+            batch = self.data.next_batch() if phase.needs_real else None
         with self.algorithm.trainable(phase):
             loss, metrics = self.algorithm.loss(phase, batch)
             update_metrics, skipped = self.updaters[phase.optimizer].step(loss)
@@ -200,8 +202,9 @@ class Trainer:
         # The loop's cross-rank reductions, paid once per log interval.
         values = {f"train/{k}": v for k, v in window.reduce(self.accelerator).items()}
         values["train/images_seen"] = self.progress.images_seen
+        values["train/hours"] = self.progress.hours
         values["train/skipped_steps"] = self.progress.skipped_updates
-        values["perf/images_per_s"] = window.images_per_s(self.algorithm.images_per_step)
+        values |= window.perf(self.accelerator, self.algorithm.images_per_step)
         values |= {f"train/lr_{n}": u.learning_rate for n, u in self.updaters.items()}
         try:
             values |= self.data.health()
@@ -280,12 +283,7 @@ class Trainer:
         self.tracker.start(
             tracking.project,
             config=to_dict(cfg) | {"world_size": run_info["world_size"], "run": run_info},
-            wandb_kwargs={
-                "name": cfg.run_name,
-                "entity": tracking.entity,
-                "group": tracking.group,
-                "tags": list(tracking.tags),
-            },
+            wandb_kwargs=wandb_run_kwargs(cfg),
         )
         if self.is_main:
             networks = {name: self.algorithm.local(name) for name in self.algorithm.networks}

@@ -102,12 +102,13 @@ class Updater:
             self.accelerator.backward(loss)
         else:
             self.scaler.scale(loss).backward()
-        norm = None
         if self.clip_norm > 0:
             if self.scaler is not None:
                 self.scaler.unscale_(self.torch_optimizer)  # clip the true gradients
-            norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
-            metrics["grad_norm"] = norm.detach()
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm).detach()
+        else:
+            # One fused norm on the device (no host sync); under fp16 the gradients are scaled.
+            norm = self._grad_norm() / self.grad_scale
         if self.scaler is not None:
             scale = self.scaler.get_scale()
             self.scaler.step(self.torch_optimizer)
@@ -118,14 +119,20 @@ class Updater:
             skipped = self.check_finite and not self._all_finite(loss, norm)
             if not skipped:
                 self.optimizer.step()
+        if not skipped:  # a skipped update's infinite norm would swamp the window's mean
+            metrics["grad_norm"] = norm
         metrics["skipped"] = torch.tensor(float(skipped))
         return {f"{self.name}_{key}": value for key, value in metrics.items()}, skipped
 
-    def _all_finite(self, loss: torch.Tensor, norm: torch.Tensor | None) -> bool:
+    def _grad_norm(self) -> torch.Tensor:
+        """The L2 norm of all this optimizer's gradients together."""
+        grads = [p.grad for p in self.parameters if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.accelerator.device)
+        return torch.nn.utils.get_total_norm(grads).detach()
+
+    def _all_finite(self, loss: torch.Tensor, norm: torch.Tensor) -> bool:
         """Whether the loss and every gradient are finite on every rank (one all-reduce)."""
-        if norm is None:
-            grads = [p.grad for p in self.parameters if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         bad = (~(torch.isfinite(loss.detach()) & torch.isfinite(norm))).float().reshape(1)
         if self.accelerator.num_processes > 1:
             bad = self.accelerator.reduce(bad.to(self.accelerator.device), reduction="sum")
