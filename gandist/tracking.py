@@ -170,18 +170,18 @@ def log_image(trackers: Any, key: str, grid: torch.Tensor, step: int) -> None:
 
 IMAGES_AXIS = "train/images_seen"
 HOURS_AXIS = "train/hours"
-AXIS_PREFIXES = ("train/", "eval/", "perf/")
+AXIS_PREFIXES = ("train/", "eval/", "perf/", "data/")
 MIN_SUMMARIES = ("eval/fid", "eval/kid")
 
 
 def define_axes(run: Any) -> None:
-    """Make images seen the x-axis of every train/, eval/ and perf/ chart (wall-clock hours the
-    other one offered), so runs with other batch sizes or GPU counts line up in the dashboard.
+    """Make images seen the x-axis of every train/, eval/, perf/ and data/ chart (wall-clock
+    hours the other one offered), so runs with other batch sizes or GPU counts line up.
 
     `step_sync` fills the axis into rows that lack it (an evaluation logs no images_seen).
     """
-    run.define_metric(IMAGES_AXIS, summary="max")
-    run.define_metric(HOURS_AXIS, summary="max")
+    run.define_metric(IMAGES_AXIS)
+    run.define_metric(HOURS_AXIS)
     for prefix in AXIS_PREFIXES:
         run.define_metric(f"{prefix}*", step_metric=IMAGES_AXIS, step_sync=True)
 
@@ -190,7 +190,7 @@ def define_summaries(run: Any, keys: list[str]) -> None:
     """The run's summary of each new key: the best (lowest) FID and KID, the last loss."""
     for key in keys:
         if key in MIN_SUMMARIES:
-            run.define_metric(key, summary="min,last")
+            run.define_metric(key, summary="min")
         elif key.endswith("_loss"):
             run.define_metric(key, summary="last")
 
