@@ -244,6 +244,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from gandist.runs.compare import compare
+
+    try:
+        table, path = compare(args.runs, args.out, by=args.by, page=args.html)
+    except ValueError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    print(table)
+    for written in filter(None, (path, args.html)):
+        print(f"wrote {written}")
+    return 0
+
+
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from gandist.bench.train import bench_train
 
@@ -408,6 +422,16 @@ def build_parser() -> argparse.ArgumentParser:
         "index (default: cycle through all classes)",
     )  # fmt: skip
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("compare", help="a table and curves of finished runs (no wandb needed)")
+    p.add_argument("runs", nargs="+", help="run directories, globs, or a folder of runs (a sweep)")
+    p.add_argument("--out", type=Path, default=Path("compare.png"), help="PNG of the curves")
+    p.add_argument(
+        "--by", choices=["images", "steps", "hours"], default="images",
+        help="x-axis of the curves: images seen (default), steps or wall-clock hours",
+    )  # fmt: skip
+    p.add_argument("--html", type=Path, default=None, help="also write one self-contained page")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("eval", help="FID / KID / IS of a run's newest checkpoint or one checkpoint")
     p.add_argument("run", help="run directory (its newest checkpoint) or a checkpoint folder")
