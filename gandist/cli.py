@@ -258,6 +258,18 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from gandist.runs.export import export_generator
+
+    try:
+        out = export_generator(args.run, args.out, raw=args.raw)
+    except ValueError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} (model.safetensors, config.json, README.md, generator.pt2)")
+    return 0
+
+
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from gandist.bench.train import bench_train
 
@@ -432,6 +444,15 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     p.add_argument("--html", type=Path, default=None, help="also write one self-contained page")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("export", help="a generator others load: hub folder + torch.export program")
+    p.add_argument("run", help="run directory (its newest checkpoint) or a checkpoint folder")
+    p.add_argument("--out", type=Path, required=True, help="folder to write")
+    p.add_argument(
+        "--raw", action="store_true",
+        help="the trained generator's weights instead of its EMA",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("eval", help="FID / KID / IS of a run's newest checkpoint or one checkpoint")
     p.add_argument("run", help="run directory (its newest checkpoint) or a checkpoint folder")
