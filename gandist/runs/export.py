@@ -167,9 +167,11 @@ def export_generator(
             "resolution_text": f"{cfg.data.resolution} px, {cfg.data.channels} channels",
             "step": step,
             "fid_text": f", FID {facts['fid']:.4g}" if "fid" in facts else "",
-            "weights": "the trained generator (--raw)"
-            if raw
-            else "the generator EMA when training kept one, else the trained generator",
+            "weights": (
+                "the trained generator"
+                if raw or cfg.train.ema_half_life_images <= 0
+                else "the generator's exponential moving average (EMA)"
+            ),
             "latent_dim": cfg.model.latent_dim,
             "labels_text": (
                 f" and class labels of shape `[B]` in [0, {generator.num_classes - 1}]"
