@@ -205,6 +205,7 @@ class Tracker:
         self.accelerator, self.mode = accelerator, "disabled"
         self.run_dir = Path(run_dir)
         self.use_wandb = use_wandb
+        self._defined: set[str] = set()  # keys whose wandb summary is declared
 
     @staticmethod
     def log_with(run_dir: Path, use_wandb: bool) -> list:
@@ -231,7 +232,6 @@ class Tracker:
                 **wandb_kwargs,
             }
         self.accelerator.init_trackers(project, config=config, init_kwargs=init_kwargs)
-        self._defined: set[str] = set()
         if self.use_wandb and self.accelerator.is_main_process:
             define_axes(self.accelerator.get_tracker("wandb", unwrap=True))
 
