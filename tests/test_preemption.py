@@ -87,9 +87,7 @@ def test_sigterm_outside_slurm_checkpoints_at_one_agreed_step_and_exits_cleanly(
     first_stop = int(first.name.removeprefix("step-"))
     assert 0 < first_stop < STEPS and first_stop % 2 == 0
     assert [row[0] for row in saved_positions(run_dir, first_stop)] == [first_stop, first_stop]
-    assert sorted(p.name for p in first.glob("random_states_*.pkl")) == [
-        "random_states_0.pkl", "random_states_1.pkl",
-    ]  # fmt: skip
+    assert sorted(p.name for p in first.glob("rank-*.pt")) == ["rank-00000.pt", "rank-00001.pt"]
     assert "stopped at step" in log.read_text() and "asked on another rank" in log.read_text()
 
     # SIGTERM to `gandist train` itself: it asks its ranks through their stop file.

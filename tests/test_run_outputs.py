@@ -139,8 +139,8 @@ def test_every_log_step_carries_throughput_timing_grad_norms_and_hours(
     assert [r["step"] for r in rows] == [2, 4]
     for row in rows:
         for key in ("train/d_grad_norm", "train/g_grad_norm", "perf/images_per_s",
-                    "perf/step_time_s", "train/lr_g", "train/lr_d", "train/d_real",
-                    "train/d_fake", "train/skipped_steps"):  # fmt: skip
+                    "perf/step_time_s", "train/lr_g", "train/lr_d", "train/real_logit",
+                    "train/fake_logit", "train/skipped_steps"):  # fmt: skip
             assert math.isfinite(row[key]), key
         assert row["train/d_grad_norm"] > 0 and row["train/g_grad_norm"] > 0
         assert 0 <= row["perf/data_wait_share"] <= 1
