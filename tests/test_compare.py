@@ -139,7 +139,7 @@ def chromium() -> str:
 
 
 def test_html_page_renders_the_table_curves_and_grids_in_headless_chromium(
-    sweep: Path, tmp_path: Path
+    sweep: Path, tmp_path: Path, chromium: str
 ) -> None:
     page = tmp_path / "report.html"
     assert (
