@@ -269,6 +269,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_translate(args: argparse.Namespace) -> int:
+    from gandist.runs.translate import translate
+
+    try:
+        count = translate(
+            args.run, args.source, args.direction, args.out, batch_size=args.batch_size
+        )
+    except ValueError as err:  # ConfigError is a ValueError
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {count} translated images ({args.direction}) to {args.out}")
+    return 0
+
+
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from gandist.bench.train import bench_train
 
@@ -446,6 +460,16 @@ def build_parser() -> argparse.ArgumentParser:
         "index (default: cycle through all classes)",
     )  # fmt: skip
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("translate", help="translate images with a cyclegan run (A->B or B->A)")
+    p.add_argument("run", help="run directory (newest checkpoint) or a checkpoint folder")
+    p.add_argument("--from", dest="source", required=True,
+                   help="a folder of images, or shards (anything data.shards accepts)")  # fmt: skip
+    p.add_argument("--direction", required=True, choices=["ab", "ba"],
+                   help="ab: domain A (data.shards) to B (data.shards_b); ba: B to A")  # fmt: skip
+    p.add_argument("--out", required=True, type=Path, help="folder for the PNG files")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("eval", help="FID / KID / IS of a run's newest checkpoint or one checkpoint")
     p.add_argument("run", help="run directory (its newest checkpoint) or a checkpoint folder")

@@ -232,7 +232,9 @@ def check_names(cfg: Config) -> None:
             "data.shards_b=data/glyphs-b)"
         )
     if cfg.train.algorithm == "cyclegan" and cfg.data.kind != "image":
-        raise ConfigError(f"train.algorithm=cyclegan translates images; got data.kind={cfg.data.kind}")
+        raise ConfigError(
+            f"train.algorithm=cyclegan translates images; got data.kind={cfg.data.kind}"
+        )
     validate = getattr(MODELS.get(cfg.model.name), "validate", None)
     if validate is not None:
         validate(cfg.model, cfg.data.resolution, cfg.data.channels)

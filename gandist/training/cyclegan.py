@@ -155,9 +155,7 @@ class CycleGAN(Algorithm):
         assert real_a.shape[0] == real_b.shape[0] == self.runtime.batch_per_rank
         return real_a, real_b
 
-    def _g_loss(
-        self, real_a: torch.Tensor, real_b: torch.Tensor
-    ) -> tuple[torch.Tensor, Metrics]:
+    def _g_loss(self, real_a: torch.Tensor, real_b: torch.Tensor) -> tuple[torch.Tensor, Metrics]:
         cycle = self.cfg.cycle
         g_ab, g_ba = self.networks[G_AB], self.networks[G_BA]
         with self.runtime.autocast():

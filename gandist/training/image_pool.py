@@ -53,7 +53,8 @@ class ImagePool:
         return torch.stack(out)
 
     def state_dict(self) -> dict[str, Any]:
-        images = self.images.cpu() if self.images is not None else torch.empty(0)
+        # A copy: the pool keeps swapping in place after the state was taken.
+        images = self.images.detach().cpu().clone() if self.images is not None else torch.empty(0)
         return {"size": self.size, "images": images}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
