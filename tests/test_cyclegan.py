@@ -281,3 +281,51 @@ def test_two_rank_cyclegan_stop_and_resume_is_bit_exact_in_both_streams(
         assert report["pool_sizes"] == [3, 3]
     # Each rank keeps its own history.
     assert reports[0]["pool_d_a"] != reports[1]["pool_d_a"]
+
+
+# ---- evaluation ----------------------------------------------------------------------------
+
+
+class _Swap(nn.Module):
+    """A 'translator' that swaps the colour channels, and back: its cycle is exact."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return images.flip(1)
+
+
+def test_translation_evaluator_scores_both_directions_cycle_and_kept_classes(
+    tmp_path: Path, glyph_domains: Path
+) -> None:
+    from gandist.data.config import DataConfig
+    from gandist.metrics.config import EvalConfig
+    from gandist.metrics.domain import ImageClassifier, save_classifier
+    from gandist.metrics.sharded import Ranks, SampleFormat
+    from gandist.metrics.translation import TranslationEvaluator, source_samples
+    from gandist.models.cyclegan import TranslatorPair
+
+    torch.manual_seed(0)
+    classifier = ImageClassifier(3, 32, 10, width=8, feature_dim=16).eval()
+    weights = save_classifier(classifier, tmp_path / "classifier.pt")
+    data = DataConfig(shards=str(glyph_domains / "a"), shards_b=str(glyph_domains / "b"))
+    cfg = EvalConfig(
+        num_samples=40, num_real=40, batch_size=16, extractor="gandist-domain",
+        weights_path=str(weights), kid_subset_size=10, cache_dir=str(tmp_path / "cache"),
+    )  # fmt: skip
+    evaluator = TranslationEvaluator(cfg, data)
+    pair = TranslatorPair(_Swap(), _Swap())
+    values = evaluator.evaluate(pair)
+    assert values["eval/num_samples"] == values["eval/num_samples_ba"] == 40
+    assert values["eval/cycle_l1"] == pytest.approx(0.0, abs=1e-6)
+    assert values["eval/cycle_l1_ba"] == pytest.approx(0.0, abs=1e-6)
+    assert values["eval/fid"] > 0 and values["eval/fid_ba"] > 0
+    # Kept classes: the classifier's own accuracy on the swapped inputs, label by label.
+    for domain, suffix in (("a", ""), ("b", "_ba")):
+        fmt = SampleFormat("image", 32, 3)
+        samples = list(source_samples(str(glyph_domains / domain), fmt, 40, Ranks.current()))
+        images = torch.stack([s[1] for s in samples]).float() / 127.5 - 1
+        labels = torch.tensor([s[2] for s in samples])
+        assert (labels >= 0).all()
+        with torch.no_grad():
+            predicted = classifier(images.flip(1))[1].argmax(1)
+        expected = float((predicted == labels).float().mean())
+        assert values[f"eval/class_kept{suffix}"] == pytest.approx(expected)

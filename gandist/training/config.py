@@ -231,6 +231,12 @@ def check_names(cfg: Config) -> None:
             "domain A, and data.shards_b must name the shards of domain B (e.g. "
             "data.shards_b=data/glyphs-b)"
         )
+    if cfg.data.shards_b and cfg.train.algorithm != "cyclegan":
+        raise ConfigError(
+            f"data.shards_b={cfg.data.shards_b} is domain B of unpaired translation, which only "
+            f"train.algorithm=cyclegan reads (this config trains {cfg.train.algorithm}): remove "
+            "data.shards_b, or join sets into data.shards with `::`"
+        )
     if cfg.train.algorithm == "cyclegan" and cfg.data.kind != "image":
         raise ConfigError(
             f"train.algorithm=cyclegan translates images; got data.kind={cfg.data.kind}"
