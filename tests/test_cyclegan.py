@@ -329,3 +329,62 @@ def test_translation_evaluator_scores_both_directions_cycle_and_kept_classes(
             predicted = classifier(images.flip(1))[1].argmax(1)
         expected = float((predicted == labels).float().mean())
         assert values[f"eval/class_kept{suffix}"] == pytest.approx(expected)
+
+
+@pytest.mark.slow
+def test_short_cpu_run_changes_the_style_and_keeps_the_class(tmp_path: Path) -> None:
+    """After a short run, A -> B images take B's colours and a digit classifier still reads
+    the input's digit in them clearly more often than chance (1 in 10)."""
+    from accelerate.state import AcceleratorState
+
+    from gandist.metrics.domain import train_classifier
+    from gandist.metrics.translation import TranslationEvaluator
+    from gandist.training.trainer import Trainer
+
+    domains = tmp_path / "domains"
+    gandist_cli(
+        "data", "synth", "glyph-domains", "--out", str(domains), "--num", "600",
+        "--num-b", "500", "--shard-size", "100", "--workers", "1", "--quiet",
+    )  # fmt: skip
+    report = train_classifier(
+        f"{domains / 'a'}::{domains / 'b'}", tmp_path / "digits.pt", steps=300, progress=False
+    )
+    assert report["val_accuracy"] > 0.6, report
+    cfg = load_config(
+        "configs/cyclegan.yaml",
+        cyclegan_overrides(
+            tmp_path / "run", domains, **{
+                "model.g_width": 8, "model.d_width": 8, "model.res_blocks": 2,
+                "train.steps": 150, "train.batch_size": 8, "train.log_every": 50,
+                "train.sample_every": 150, "train.checkpoint_every": 150,
+                "optim.g_lr": 1e-3, "optim.d_lr": 1e-3,
+            },
+        ),
+    )  # fmt: skip
+    trainer = Trainer(cfg)
+    trainer.train()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    evaluator = TranslationEvaluator(
+        load_config(
+            "configs/cyclegan.yaml",
+            cyclegan_overrides(
+                tmp_path / "run", domains, **{
+                    "eval.extractor": "gandist-domain", "eval.weights_path": tmp_path / "digits.pt",
+                    "eval.num_samples": 200, "eval.num_real": 200, "eval.kid_subset_size": 50,
+                    "eval.cache_dir": tmp_path / "cache",
+                },
+            ),
+        ).eval,
+        cfg.data,
+    )  # fmt: skip
+    pair = trainer.algorithm.eval_generator()
+    values = evaluator.evaluate(pair)
+    assert values["eval/class_kept"] > 0.4, values
+    assert values["eval/class_kept_ba"] > 0.4, values
+    # The style moved: A -> B images are nearer B's mean colour than A's.
+    real_a, real_b = trainer.algorithm.fixed_inputs()
+    with torch.no_grad():
+        a_to_b = pair(real_a, "ab")
+    colour = {name: x.mean(dim=(0, 2, 3)) for name, x in (("a", real_a), ("b", real_b))}
+    moved = a_to_b.mean(dim=(0, 2, 3))
+    assert (moved - colour["b"]).norm() < (moved - colour["a"]).norm(), (moved, colour)

@@ -88,7 +88,12 @@ def bench_train(config: str, overrides: list[str], steps: int = 60, rounds: int 
             f"train.checkpoint_every={steps}",
         ]
         base = load_config(config, [*common, f"output_dir={tmp}/data"])
-        batches = preload_batches(base, num_batches=8)
+        unpaired = base.train.algorithm == "cyclegan"
+        if unpaired:  # two generators, two discriminators, a batch of each domain
+            from gandist.bench.cyclegan import plain_cyclegan_loop, preload_unpaired
+
+        batches = (preload_unpaired if unpaired else preload_batches)(base, num_batches=8)
+        plain_loop_of = plain_cyclegan_loop if unpaired else plain_loop
         print(
             f"gandist bench train: {base.model.name} at {base.data.resolution} px, global batch "
             f"{base.train.batch_size}, 1 process, {torch.get_num_threads()} threads, "
@@ -97,7 +102,7 @@ def bench_train(config: str, overrides: list[str], steps: int = 60, rounds: int 
         for index in range(rounds):
             out_dir = Path(tmp) / f"trainer-{index}"
             cfg = load_config(config, [*common, f"output_dir={out_dir}"])
-            plain = plain_loop(base, batches, steps, window)[1:]
+            plain = plain_loop_of(base, batches, steps, window)[1:]
             trainer = trainer_loop(cfg, batches, out_dir)[1:]
             results["plain"] += plain
             results["trainer"] += trainer
