@@ -200,12 +200,19 @@ def test_train_command_refuses_missing_shards_b(tmp_path: Path, glyph_domains: P
 def test_short_run_writes_translation_grids_and_pools_and_translate_writes_images(
     tmp_path: Path, glyph_domains: Path
 ) -> None:
-    from gandist.rundir import GENERATOR_FILE, latest_checkpoint, load_tensors
+    from gandist.metrics.domain import ImageClassifier, save_classifier
+    from gandist.rundir import GENERATOR_FILE, best_checkpoint, latest_checkpoint, load_tensors
 
     run_dir = tmp_path / "run"
+    weights = save_classifier(ImageClassifier(3, 32, 10, width=4), tmp_path / "classifier.pt")
+    evaluation = {
+        "eval.every": 4, "eval.extractor": "gandist-domain", "eval.weights_path": weights,
+        "eval.num_samples": 16, "eval.num_real": 16, "eval.kid_subset_size": 8,
+        "eval.max_share": 1, "eval.cache_dir": tmp_path / "cache",
+    }  # fmt: skip
     gandist_cli(
         "train", "configs/cyclegan.yaml", "--num-processes", "1",
-        *cyclegan_overrides(run_dir, glyph_domains),
+        *cyclegan_overrides(run_dir, glyph_domains, **evaluation),
     )  # fmt: skip
     # 3 fixed inputs, one per row: A, A->B, A->B->A, B, B->A, B->A->B as 32 px cells with
     # 2 px lines (the tracker grids one image as it is).
@@ -228,6 +235,12 @@ def test_short_run_writes_translation_grids_and_pools_and_translate_writes_image
     assert {"train/identity_l1", "train/d_a_loss", "train/d_b_loss", "data/bad_fraction_b"} <= set(
         logged[-1]
     )
+
+    # Evaluation during training scored both directions; the best is chosen by A -> B FID.
+    (scores,) = [m for m in metrics if "eval/fid" in m]
+    keys = {"eval/fid_ba", "eval/cycle_l1", "eval/cycle_l1_ba", "eval/class_kept_ba"}
+    assert keys <= set(scores) and scores["eval/num_samples_ba"] == 16
+    assert best_checkpoint(run_dir) is not None
 
     out = tmp_path / "translated"
     result = gandist_cli(
