@@ -197,23 +197,36 @@ def test_train_command_refuses_missing_shards_b(tmp_path: Path, glyph_domains: P
 # ---- training, translate, resume -----------------------------------------------------------
 
 
-def test_short_run_writes_translation_grids_and_pools_and_translate_writes_images(
-    tmp_path: Path, glyph_domains: Path
-) -> None:
+@pytest.fixture(scope="module")
+def evaluated_run(tmp_path_factory: pytest.TempPathFactory, glyph_domains: Path) -> Path:
+    """A 4-step CycleGAN run trained by `gandist train`, evaluated at step 4 with a (random)
+    domain classifier as the extractor: OUT/run, OUT/classifier.pt, OUT/cache."""
     from gandist.metrics.domain import ImageClassifier, save_classifier
-    from gandist.rundir import GENERATOR_FILE, best_checkpoint, latest_checkpoint, load_tensors
 
-    run_dir = tmp_path / "run"
-    weights = save_classifier(ImageClassifier(3, 32, 10, width=4), tmp_path / "classifier.pt")
-    evaluation = {
-        "eval.every": 4, "eval.extractor": "gandist-domain", "eval.weights_path": weights,
-        "eval.num_samples": 16, "eval.num_real": 16, "eval.kid_subset_size": 8,
-        "eval.max_share": 1, "eval.cache_dir": tmp_path / "cache",
-    }  # fmt: skip
+    out = tmp_path_factory.mktemp("cyclegan-run")
+    torch.manual_seed(0)
+    weights = save_classifier(ImageClassifier(3, 32, 10, width=4), out / "classifier.pt")
     gandist_cli(
         "train", "configs/cyclegan.yaml", "--num-processes", "1",
-        *cyclegan_overrides(run_dir, glyph_domains, **evaluation),
+        *cyclegan_overrides(out / "run", glyph_domains, **eval_overrides(weights, out / "cache")),
     )  # fmt: skip
+    return out
+
+
+def eval_overrides(weights: Path, cache: Path) -> dict[str, object]:
+    return {
+        "eval.every": 4, "eval.extractor": "gandist-domain", "eval.weights_path": weights,
+        "eval.num_samples": 16, "eval.num_real": 16, "eval.kid_subset_size": 8,
+        "eval.max_share": 1, "eval.cache_dir": cache,
+    }  # fmt: skip
+
+
+def test_short_run_writes_translation_grids_and_pools_and_translate_writes_images(
+    tmp_path: Path, glyph_domains: Path, evaluated_run: Path
+) -> None:
+    from gandist.rundir import GENERATOR_FILE, best_checkpoint, latest_checkpoint, load_tensors
+
+    run_dir = evaluated_run / "run"
     # 3 fixed inputs, one per row: A, A->B, A->B->A, B, B->A, B->A->B as 32 px cells with
     # 2 px lines (the tracker grids one image as it is).
     for step in (2, 4):
@@ -273,6 +286,23 @@ def test_translate_refuses_a_noise_generator_run(tmp_path: Path, glyph_shards: P
     )  # fmt: skip
     assert result.returncode == 2
     assert "needs a run of train.algorithm=cyclegan" in result.stderr
+
+
+@pytest.mark.dist
+def test_translation_scores_are_the_same_on_one_and_two_ranks(evaluated_run: Path) -> None:
+    overrides = [f"{k}={v}" for k, v in eval_overrides(
+        evaluated_run / "classifier.pt", evaluated_run / "cache"
+    ).items() if k != "eval.every"]  # fmt: skip
+    run_dir = str(evaluated_run / "run")
+    one = gandist_cli("eval", run_dir, *overrides).stdout
+    two = run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+         "-m", "gandist.cli", "eval", run_dir, *overrides],
+    ).stdout  # fmt: skip
+    one, two = json.loads(one), json.loads(two)
+    assert (one["eval/world_size"], two["eval/world_size"]) == (1, 2)
+    for key in ("eval/fid", "eval/fid_ba", "eval/cycle_l1_ba", "eval/class_kept", "eval/kid_ba"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5), key
 
 
 @pytest.mark.dist
