@@ -77,7 +77,7 @@ class TrainConfig:
     sample_every: int = 500
     """Steps between sample grids from a fixed latent batch."""
     num_samples: int = 64
-    """Images in each sample grid."""
+    """Images in each sample grid (cyclegan: rows, each one fixed image of A and one of B with their translations)."""
     checkpoint_every: int = 1000
     """Steps between checkpoints; one is always written at the last step."""
     checkpoints_total_limit: int = 3

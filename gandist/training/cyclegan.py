@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.utils import make_grid
 
+from gandist.data.loader import Batches
 from gandist.models.cyclegan import TranslatorPair
 from gandist.registry import ALGORITHMS, MODELS
 from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase
@@ -90,7 +91,8 @@ class CycleGAN(Algorithm):
             return self._g_loss(*self._real(batch))
         return self._d_loss()
 
-    def build_stream(self, **kwargs: Any):
+    def build_stream(self, **kwargs: Any) -> Batches:
+        """One UnpairedStream: a batch of each domain per draw, both positions checkpointed."""
         from gandist.data.unpaired import UnpairedStream
 
         return UnpairedStream(self.cfg.data, **kwargs)
