@@ -104,6 +104,31 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_glyph_domains(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from gandist.data.shards import write_manifest, write_shards
+    from gandist.data.synthetic import DIGITS, GLYPH_DOMAINS, domain_glyph_samples
+
+    num_b = args.num if args.num_b is None else args.num_b
+    if min(args.num, num_b) < 1 or args.size < 8:
+        print("gandist: error: --num and --num-b must be >= 1 and --size >= 8", file=sys.stderr)
+        return 2
+    for domain, num in zip(GLYPH_DOMAINS, (args.num, num_b), strict=True):
+        out = args.out / domain
+        samples = domain_glyph_samples(
+            num, domain, size=args.size, seed=args.seed, workers=args.workers
+        )
+        progress = tqdm(samples, total=num, desc=f"domain {domain}", disable=args.quiet)
+        shards = write_shards(progress, out, prefix=f"glyphs-{domain}", max_count=args.shard_size)
+        write_manifest(
+            out, shards, kind="image", dataset=f"glyph-domains/{domain}", count=num,
+            seed=args.seed, resolution=args.size, channels=3, classes=list(DIGITS),
+        )  # fmt: skip
+        print(f"wrote {num} glyphs of domain {domain} in {len(shards)} shards to {out}")
+    return 0
+
+
 def cmd_data_tones(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
@@ -270,6 +295,20 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_translate(args: argparse.Namespace) -> int:
+    from gandist.runs.translate import translate
+
+    try:
+        count = translate(
+            args.run, args.source, args.direction, args.out, batch_size=args.batch_size
+        )
+    except ValueError as err:  # ConfigError is a ValueError
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {count} translated images ({args.direction}) to {args.out}")
+    return 0
+
+
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from gandist.bench.train import bench_train
 
@@ -372,6 +411,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_data_synth)
+    p = synth_sub.add_parser(
+        "glyph-domains",
+        help="unpaired two-domain glyphs for cyclegan: OUT/a (light on navy), OUT/b (bold red on cream)",
+    )
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--num", type=int, default=10000, help="samples of domain A")
+    p.add_argument("--num-b", type=int, default=None, help="samples of domain B (default --num)")
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=500, help="samples per shard")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_data_glyph_domains)
     p = synth_sub.add_parser("tones", help="labelled audio: notes and hits of 8 timbres, 16 kHz")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--num", type=int, default=8000)
@@ -453,6 +505,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="the trained generator's weights instead of its EMA",
     )  # fmt: skip
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("translate", help="translate images with a cyclegan run (A->B or B->A)")
+    p.add_argument("run", help="run directory (newest checkpoint) or a checkpoint folder")
+    p.add_argument("--from", dest="source", required=True,
+                   help="a folder of images, or shards (anything data.shards accepts)")  # fmt: skip
+    p.add_argument("--direction", required=True, choices=["ab", "ba"],
+                   help="ab: domain A (data.shards) to B (data.shards_b); ba: B to A")  # fmt: skip
+    p.add_argument("--out", required=True, type=Path, help="folder for the PNG files")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("eval", help="FID / KID / IS of a run's newest checkpoint or one checkpoint")
     p.add_argument("run", help="run directory (its newest checkpoint) or a checkpoint folder")

@@ -15,6 +15,8 @@ DataMode = Literal["exact", "resampled"]
 class DataConfig:
     shards: str = "data/glyphs"
     """Training shards: a folder of .tar files, a file, a brace pattern (`d/train-{000..009}.tar`), `pipe:CMD` or an http(s) URL; `::` joins several."""
+    shards_b: str = ""
+    """Unpaired translation (train.algorithm=cyclegan): the shards of domain B, in any form `shards` takes; `shards` holds domain A. The two sets may differ in size."""
     resolution: int = 32
     """Side in pixels the images are resized to if the shards hold another size."""
     channels: int = 3

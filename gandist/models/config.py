@@ -23,6 +23,8 @@ class ModelConfig:
     """stylegan2: depth of the mapping network z -> w."""
     style_mixing_prob: float = 0.9
     """stylegan2: probability that a training batch mixes the styles of two latents."""
+    res_blocks: int = 9
+    """cyclegan: residual blocks of the ResNet translator (the paper: 6 at 128 px, 9 at 256 px and above)."""
 
     def __post_init__(self) -> None:
         _require(self.latent_dim >= 1, f"model.latent_dim must be >= 1, got {self.latent_dim}")
@@ -33,6 +35,7 @@ class ModelConfig:
             self.mapping_layers >= 1,
             f"model.mapping_layers must be >= 1, got {self.mapping_layers}",
         )
+        _require(self.res_blocks >= 1, f"model.res_blocks must be >= 1, got {self.res_blocks}")
         _require(
             0.0 <= self.style_mixing_prob <= 1.0,
             f"model.style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}",

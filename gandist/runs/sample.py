@@ -19,6 +19,12 @@ def load_generator(run_or_checkpoint: str | os.PathLike) -> tuple[nn.Module, Con
     """The generator of a run (its newest checkpoint) or of one checkpoint, in eval mode."""
     weights, folder = load_generator_weights(run_or_checkpoint)
     cfg = load_config(folder / CONFIG_FILE)
+    if getattr(MODELS.get(cfg.model.name), "translator", False):
+        raise ValueError(
+            f"{run_or_checkpoint} is a model.name={cfg.model.name} run: its generators translate "
+            "images instead of drawing from noise; use `gandist translate RUN --from DIR "
+            "--direction ab|ba --out DIR`"
+        )
     generator, _ = MODELS.get(cfg.model.name)(cfg.model, cfg.data.resolution, cfg.data.channels)
     generator.load_state_dict(weights)
     return generator.eval(), cfg

@@ -15,6 +15,7 @@ from typing import Literal
 
 from gandist.config import merge_layers, reference_markdown, to_object
 from gandist.data.config import DataConfig
+from gandist.errors import ConfigError
 from gandist.errors import require as _require
 from gandist.metrics.config import EvalConfig
 from gandist.models.config import ModelConfig
@@ -35,6 +36,8 @@ class OptimConfig:
     """Both learning rates over train.steps: constant, linear (decay to 0) or cosine (to 0)."""
     warmup_steps: int = 0
     """Steps of linear learning-rate warm-up before the schedule starts."""
+    decay_after_steps: int = 0
+    """linear and cosine: steps at the full rate (after the warm-up) before the decay to 0 at train.steps begins; CycleGAN holds for the first half of training."""
     grad_clip_norm: float = 0.0
     """Clip each network's gradient norm to this value before its step; 0 disables clipping."""
 
@@ -46,6 +49,10 @@ class OptimConfig:
         )
         _require(
             self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0, got {self.warmup_steps}"
+        )
+        _require(
+            self.decay_after_steps >= 0,
+            f"optim.decay_after_steps must be >= 0, got {self.decay_after_steps}",
         )
         _require(
             self.grad_clip_norm >= 0,
@@ -70,7 +77,7 @@ class TrainConfig:
     sample_every: int = 500
     """Steps between sample grids from a fixed latent batch."""
     num_samples: int = 64
-    """Images in each sample grid."""
+    """Images in each sample grid (cyclegan: rows, each one fixed image of A and one of B with their translations)."""
     checkpoint_every: int = 1000
     """Steps between checkpoints; one is always written at the last step."""
     checkpoints_total_limit: int = 3
@@ -86,7 +93,7 @@ class TrainConfig:
     augment: str | None = None
     """DiffAugment policy for real and fake images in D: comma list of translation, cutout, color."""
     algorithm: str = "adversarial"
-    """The training algorithm: `adversarial` (one generator against one discriminator)."""
+    """The training algorithm: `adversarial` (one generator against one discriminator) or `cyclegan` (unpaired translation between data.shards and data.shards_b; model.name=cyclegan)."""
     skip_nonfinite: bool = True
     """Skip, on every rank, an update whose loss or gradients are not finite (one all-reduce of a flag per update); fp16 always skips through its loss scaler."""
     max_bad_steps: int = 20
@@ -149,6 +156,24 @@ class RegConfig:
 
 
 @dataclass
+class CycleConfig:
+    """CycleGAN's objective (train.algorithm=cyclegan); the defaults are the paper's. The adversarial loss is least squares, as in the paper (train.loss is not used)."""
+
+    cycle_weight: float = 10.0
+    """lambda: weight of the cycle-consistency L1 losses |G_BA(G_AB(a)) - a| and |G_AB(G_BA(b)) - b|."""
+    identity_weight: float = 0.5
+    """Weight of the identity L1 losses |G_AB(b) - b| and |G_BA(a) - a|, as a multiple of cycle_weight (0 disables them)."""
+    pool_size: int = 50
+    """Generated images kept per discriminator and rank; D trains on a random mix of stored and new fakes (0 disables the pool)."""
+
+    def __post_init__(self) -> None:
+        for key in ("cycle_weight", "identity_weight"):
+            value = getattr(self, key)
+            _require(value >= 0, f"cycle.{key} must be >= 0, got {value}")
+        _require(self.pool_size >= 0, f"cycle.pool_size must be >= 0, got {self.pool_size}")
+
+
+@dataclass
 class TrackingConfig:
     wandb: bool = True
     """Log to Weights & Biases (offline automatically when no API key is configured)."""
@@ -183,6 +208,7 @@ class Config:
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     reg: RegConfig = field(default_factory=RegConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    cycle: CycleConfig = field(default_factory=CycleConfig)
 
     def __post_init__(self) -> None:
         _require(self.run_name != "" or self.output_dir != "", "run_name or output_dir must be set")
@@ -204,6 +230,29 @@ def check_names(cfg: Config) -> None:
     LOSSES.check(cfg.train.loss, "train.loss")
     check_policy(cfg.train.augment or "", "train.augment")
     check_extractor_name(cfg.eval.extractor, cfg.eval.weights_path)
+    translator = bool(getattr(MODELS.get(cfg.model.name), "translator", False))
+    if translator != (cfg.train.algorithm == "cyclegan"):
+        raise ConfigError(
+            f"model.name={cfg.model.name} and train.algorithm={cfg.train.algorithm} do not fit: "
+            "train.algorithm=cyclegan trains model.name=cyclegan (image-to-image translators) "
+            "and every other family trains with train.algorithm=adversarial"
+        )
+    if cfg.train.algorithm == "cyclegan" and not cfg.data.shards_b:
+        raise ConfigError(
+            "train.algorithm=cyclegan translates between two unpaired sets: data.shards holds "
+            "domain A, and data.shards_b must name the shards of domain B (e.g. "
+            "data.shards_b=data/glyphs-b)"
+        )
+    if cfg.data.shards_b and cfg.train.algorithm != "cyclegan":
+        raise ConfigError(
+            f"data.shards_b={cfg.data.shards_b} is domain B of unpaired translation, which only "
+            f"train.algorithm=cyclegan reads (this config trains {cfg.train.algorithm}): remove "
+            "data.shards_b, or join sets into data.shards with `::`"
+        )
+    if cfg.train.algorithm == "cyclegan" and cfg.data.kind != "image":
+        raise ConfigError(
+            f"train.algorithm=cyclegan translates images; got data.kind={cfg.data.kind}"
+        )
     validate = getattr(MODELS.get(cfg.model.name), "validate", None)
     if validate is not None:
         validate(cfg.model, cfg.data.resolution, cfg.data.channels)

@@ -178,6 +178,16 @@ def resolve_num_classes(cfg: Config, facts: list[DataFacts] | None = None) -> in
     return present
 
 
+def domain_b_facts(cfg: Config) -> list[DataFacts]:
+    """Facts of `data.shards_b` (unpaired translation's domain B), [] when it is not set."""
+    if not cfg.data.shards_b:
+        return []
+    try:
+        return data_facts(cfg.data.shards_b)
+    except ConfigError as err:  # the shard lister names data.shards; here it is domain B's
+        raise ConfigError(str(err).replace("data.shards", "data.shards_b", 1)) from None
+
+
 def check_data_fits(cfg: Config) -> list[str]:
     """Check the config against what the shards hold; returns notes for the start-up summary.
 
@@ -186,7 +196,7 @@ def check_data_fits(cfg: Config) -> list[str]:
     in model.num_classes for a conditional family that leaves it at 0 (`resolve_num_classes`).
     Notes say what will be converted on the fly: image size and channels, clip length.
     """
-    facts = data_facts(cfg.data.shards)
+    facts = data_facts(cfg.data.shards) + domain_b_facts(cfg)
     data, model = cfg.data, cfg.model
     conditional = conditional_family(model.name)
     notes = []

@@ -68,6 +68,7 @@ class Updater:
         lr_schedule: str,
         warmup_steps: int,
         total_steps: int,
+        decay_after_steps: int = 0,
         clip_norm: float = 0.0,
         fp16: bool = False,
         check_finite: bool = True,
@@ -79,10 +80,8 @@ class Updater:
         self.clip_norm = clip_norm
         self.check_finite = check_finite
         self.scaler = torch.amp.GradScaler(accelerator.device.type) if fp16 else None
-        self.schedule = (lr_schedule, warmup_steps, total_steps)
-        self.scheduler = build_scheduler(
-            self.torch_optimizer, lr_schedule, warmup_steps, total_steps
-        )
+        self.schedule = (lr_schedule, warmup_steps, total_steps, decay_after_steps)
+        self.scheduler = build_scheduler(self.torch_optimizer, *self.schedule)
 
     @property
     def torch_optimizer(self) -> torch.optim.Optimizer:
@@ -162,8 +161,7 @@ class Updater:
             group["initial_lr"] = lr
             group["lr"] = lr
             group["betas"] = tuple(betas)
-        schedule, warmup, total = self.schedule
-        self.scheduler = build_scheduler(self.torch_optimizer, schedule, warmup, total)
+        self.scheduler = build_scheduler(self.torch_optimizer, *self.schedule)
         # LambdaLR's rate is a pure function of its step count: jump straight to `step`.
         self.scheduler.last_epoch = step
         for group, base, multiplier in zip(
@@ -219,6 +217,7 @@ def prepare_updaters(
             lr_schedule=optim.lr_schedule,
             warmup_steps=optim.warmup_steps,
             total_steps=train.steps,
+            decay_after_steps=optim.decay_after_steps,
             clip_norm=optim.grad_clip_norm,
             fp16=fp16,
             check_finite=train.skip_nonfinite,
