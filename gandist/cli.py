@@ -230,17 +230,20 @@ def sample_class_index(run: str, value: str | None) -> int | None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from gandist.runs.sample import sample_grid
+    from gandist.runs.sample import write_samples
 
     try:
         class_index = sample_class_index(args.run, args.class_name)
-        path = sample_grid(
+        paths = write_samples(
             args.run, num=args.num, out=args.out, seed=args.seed, class_index=class_index
         )
     except ValueError as err:  # ConfigError is a ValueError
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {path}")
+    if len(paths) == 1:
+        print(f"wrote {paths[0]}")
+    else:
+        print(f"wrote {len(paths) - 1} WAV files and {paths[-1].name} to {paths[-1].parent}")
     return 0
 
 
@@ -397,10 +400,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=64, help="samples on the contact sheet")
     p.set_defaults(func=cmd_data_inspect)
 
-    p = sub.add_parser("sample", help="draw a grid of samples from a run or checkpoint")
+    p = sub.add_parser(
+        "sample", help="draw a grid of samples (audio: WAV files and spectrograms) from a run"
+    )
     p.add_argument("run", help="run directory (newest checkpoint) or a checkpoint folder")
     p.add_argument("--num", type=int, default=64)
-    p.add_argument("--out", type=Path, default=Path("samples.png"))
+    p.add_argument(
+        "--out", type=Path, default=None,
+        help="image runs: the grid PNG (default samples.png); audio runs: a folder for the WAV "
+        "files and spectrograms.png (default samples/)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--class", dest="class_name", default=None, metavar="NAME|INDEX",

@@ -215,16 +215,20 @@ def families_of_kind(kind: str) -> list[str]:
     return [name for name in MODELS.names() if family_kind(name) == kind]
 
 
+def a_family(kind: str) -> str:
+    """'an audio family (conditional-wavegan, wavegan)', for messages."""
+    article = "an" if kind[0] in "aeiou" else "a"
+    return f"{article} {kind} family ({', '.join(families_of_kind(kind))})"
+
+
 def check_data_kind(cfg: Config) -> None:
     """The family generates what data.kind says the shards hold; options exist for that kind."""
     kind, name = cfg.data.kind, cfg.model.name
     made = family_kind(name)
     if made != kind:
-        article = "an" if kind[0] in "aeiou" else "a"
         raise ConfigError(
             f"model.name={name} generates {KIND_NOUNS[made]} but data.kind={kind}: choose "
-            f"{article} {kind} family ({', '.join(families_of_kind(kind))}) or set "
-            f"data.kind={made} with {made} shards"
+            f"{a_family(kind)} or set data.kind={made} with {made} shards"
         )
     if kind != "audio":
         return
