@@ -23,7 +23,7 @@ from gandist.runs.sample import load_generator
 from gandist.training.config import load_config
 from gandist.training.trainer import Trainer
 from tests import wandb_log
-from tests.conftest import gandist_cli, run, tiny_overrides
+from tests.conftest import run, tiny_overrides
 
 SCRIPT = Path(__file__).parent / "scripts" / "train_and_dump_ranks.py"
 
@@ -172,16 +172,18 @@ def test_discriminator_shuffles_phase_in_training_only() -> None:
     ids=["audio-family-image-kind", "image-family-audio-kind", "augment", "pl", "length"],
 )
 def test_config_mistakes_give_one_line_naming_both_sides(
-    tmp_path: Path, tones: Path, config: str, overrides: list[str], expected: str
+    tmp_path: Path,
+    tones: Path,
+    capsys: pytest.CaptureFixture,
+    config: str,
+    overrides: list[str],
+    expected: str,
 ) -> None:
     run_dir = tmp_path / "run"
-    result = gandist_cli(
-        "train", f"configs/{config}.yaml", *audio_overrides(run_dir, tones), *overrides,
-        check=False, timeout=60,
-    )  # fmt: skip
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stderr
-    assert lines == [lines[0]] and lines[0].startswith("gandist: error: "), result.stderr
+    args = [f"configs/{config}.yaml", *audio_overrides(run_dir, tones), *overrides]
+    assert cli.main(["train", *args, "--num-processes", "2"]) == 2  # before any rank starts
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gandist: error: "), lines
     assert expected in lines[0]
     assert not run_dir.exists()
 
@@ -206,16 +208,19 @@ def test_config_mistakes_give_one_line_naming_both_sides(
     ids=["audio-family-on-image-shards", "image-family-on-audio-shards"],
 )
 def test_a_family_on_shards_of_the_other_kind_is_refused_before_launch(
-    request: pytest.FixtureRequest, tmp_path: Path, config: str, shards: str, expected: str
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture,
+    config: str,
+    shards: str,
+    expected: str,
 ) -> None:
     folder = request.getfixturevalue(shards)
     run_dir = tmp_path / "run"
-    result = gandist_cli(
-        "train", f"configs/{config}.yaml", *audio_overrides(run_dir, folder),
-        "--num-processes", "2", check=False, timeout=60,
-    )  # fmt: skip
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    args = [f"configs/{config}.yaml", *audio_overrides(run_dir, folder)]
+    assert cli.main(["train", *args, "--num-processes", "2"]) == 2  # before any rank starts
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gandist: error: "), lines
     assert expected.format(shards=folder) in lines[0]
     assert not run_dir.exists()
 
