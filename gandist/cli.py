@@ -254,6 +254,13 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_audio(args: argparse.Namespace) -> int:
+    from gandist.bench.audio import bench_audio
+
+    bench_audio(args.config, args.overrides, args.steps, args.rounds, args.num_processes)
+    return 0
+
+
 def cmd_bench_families(args: argparse.Namespace) -> int:
     from gandist.bench.families import bench_families
 
@@ -465,6 +472,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=60, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of each")
     p.set_defaults(func=cmd_bench_train)
+    p = bench_sub.add_parser(
+        "audio", help="seconds of audio generated per second: N ranks against a plain loop"
+    )
+    p.add_argument("config", nargs="?", default="configs/wavegan.yaml")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--steps", type=int, default=30, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds of each")
+    p.add_argument("--num-processes", type=int, default=2, help="ranks of the Trainer")
+    p.set_defaults(func=cmd_bench_audio)
     p = bench_sub.add_parser("data", help="stream samples/s against a plain decode loop")
     p.add_argument("shards", nargs="*", help="one or more shard specs (images or audio)")
     p.add_argument("--workers", type=int, nargs="+", default=None,

@@ -255,6 +255,7 @@ def read_wav(path: Path) -> tuple[np.ndarray, soundfile._SoundFileInfo]:
     return soundfile.read(path, dtype="float32")[0], soundfile.info(str(path))
 
 
+@pytest.mark.dist
 def test_two_gloo_ranks_train_wavegan_on_tones_and_log_the_clips_as_wavs_and_to_wandb(
     tmp_path: Path, tones: Path
 ) -> None:
