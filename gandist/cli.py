@@ -230,9 +230,13 @@ def sample_class_index(run: str, value: str | None) -> int | None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from gandist.runs.sample import write_samples
+    from gandist.runs.sample import real_against_generated, write_samples
 
     try:
+        if args.real:
+            out = args.out or Path("real-vs-generated.png")
+            print(f"wrote {real_against_generated(args.run, args.real, out, seed=args.seed)}")
+            return 0
         class_index = sample_class_index(args.run, args.class_name)
         paths = write_samples(
             args.run, num=args.num, out=args.out, seed=args.seed, class_index=class_index
@@ -422,6 +426,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--class", dest="class_name", default=None, metavar="NAME|INDEX",
         help="conditional models: draw only this class, by name (the shards' class folders) or "
         "index (default: cycle through all classes)",
+    )  # fmt: skip
+    p.add_argument(
+        "--real", type=int, default=0, metavar="N",
+        help="audio runs: instead, one PNG (--out, default real-vs-generated.png) of the "
+        "spectrograms of the first N real clips above N generated ones",
     )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 

@@ -160,8 +160,10 @@ def grid_to_uint8(grid: torch.Tensor) -> np.ndarray:
     return pixels.permute(1, 2, 0).to(torch.uint8).numpy()
 
 
-def spectrogram_grid(clips: torch.Tensor, path: str | os.PathLike | None = None) -> torch.Tensor:
-    """Log spectrograms of clips [B, 1, L] side by side, sqrt(B) to a row, as a grid [3, H', W']
+def spectrogram_grid(
+    clips: torch.Tensor, path: str | os.PathLike | None = None, nrow: int | None = None
+) -> torch.Tensor:
+    """Log spectrograms of clips [B, 1, L] side by side, sqrt(B) (or nrow) to a row, as a grid [3, H', W']
     in [0, 1] (low frequencies at the bottom, white gaps); save it as a PNG if asked.
 
     Levels are dB below full scale, so a quiet clip looks quiet next to a loud one; the hop
@@ -174,7 +176,7 @@ def spectrogram_grid(clips: torch.Tensor, path: str | os.PathLike | None = None)
         )
         for clip in clips
     ]
-    nrow = max(1, int(math.sqrt(len(spectrograms))))
+    nrow = nrow or max(1, int(math.sqrt(len(spectrograms))))
     grid = make_grid(torch.stack(spectrograms)[:, None], nrow=nrow, padding=2, pad_value=1.0)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)

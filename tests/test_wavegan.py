@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from gandist.models.config import ModelConfig
 from gandist.models.wavegan import KERNEL, STRIDE, PhaseShuffle
 from gandist.registry import MODELS
 from gandist.runs.sample import load_generator
+from gandist.tracking import grid_to_uint8, spectrogram_grid
 from gandist.training.config import load_config
 from gandist.training.trainer import Trainer
 from tests import wandb_log
@@ -251,6 +254,13 @@ def expected_clips(generator_state: dict, cfg, labels: torch.Tensor | None = Non
         return generate(generator.eval(), latents, labels)
 
 
+def first_flac(shards: Path) -> bytes:
+    """The first clip of the sorted shards, as stored."""
+    with tarfile.open(sorted(shards.glob("*.tar"))[0]) as tar:
+        member = next(m for m in tar.getmembers() if m.name.endswith(".flac"))
+        return tar.extractfile(member).read()
+
+
 def read_wav(path: Path) -> tuple[np.ndarray, soundfile._SoundFileInfo]:
     return soundfile.read(path, dtype="float32")[0], soundfile.info(str(path))
 
@@ -356,6 +366,14 @@ def test_sample_command_writes_wavs_and_a_spectrogram_sheet_of_the_asked_class(
         assert np.abs(wave - want[i]).max() <= 1 / 32768 + 1e-6
         assert np.abs(wave - other[i]).max() > 1e-3  # the class is what was asked for
     assert Image.open(out / "spectrograms.png").size == (257 + 4, 3 * 257 + 4 * 2)
+    # --real: the first real clips of the run's shards above as many generated ones.
+    sheet_path = tmp_path / "real-vs-generated.png"
+    assert cli.main(["sample", str(run_dir), "--real", "2", "--out", str(sheet_path)]) == 0
+    sheet = np.asarray(Image.open(sheet_path))
+    assert sheet.shape == (2 * 257 + 3 * 2, 2 * 257 + 3 * 2, 3)
+    first_real = soundfile.read(io.BytesIO(first_flac(tones)), dtype="float32")[0]
+    want_tile = grid_to_uint8(spectrogram_grid(torch.from_numpy(first_real)[None, None]))
+    assert np.array_equal(sheet[2:259, 2:259], want_tile)  # make_grid: one tile, no padding
     # An image file name for an audio run is a mistake named in one line.
     assert cli.main(["sample", str(run_dir), "--out", str(tmp_path / "x.png")]) == 2
     assert "this run makes audio, so --out names a folder" in capsys.readouterr().err

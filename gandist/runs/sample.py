@@ -6,12 +6,13 @@ import os
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch import nn
 
 from gandist.models import generate
 from gandist.registry import MODELS
 from gandist.rundir import CONFIG_FILE, load_generator_weights
-from gandist.tracking import image_grid, spectrogram_grid, write_clips
+from gandist.tracking import grid_to_uint8, image_grid, spectrogram_grid, write_clips
 from gandist.training.config import Config, load_config
 
 DEFAULT_GRID = "samples.png"
@@ -107,3 +108,21 @@ def write_samples(
     write_clips(samples, paths, cfg.data.sample_rate)
     spectrogram_grid(samples, folder / SPECTROGRAM_SHEET)
     return [*paths, folder / SPECTROGRAM_SHEET]
+
+
+def real_against_generated(
+    run_or_checkpoint: str | os.PathLike, num: int, out: str | os.PathLike, seed: int = 0
+) -> Path:
+    """A spectrogram sheet of an audio run: its first `num` real clips (the first of the sorted
+    shards in data.shards) in the top row, `num` generated ones below, at `out` (a PNG)."""
+    from gandist.metrics.sharded import Ranks, SampleFormat, real_samples
+
+    clips, cfg = draw(run_or_checkpoint, num, seed)
+    if cfg.data.kind != "audio":
+        raise ValueError("--real compares spectrograms: it needs an audio run (data.kind=audio)")
+    _, reals, _ = real_samples(cfg.data.shards, SampleFormat.of(cfg.data), num, Ranks(0, 1, "cpu"))
+    real = torch.stack(list(reals))  # [N, 1, L]
+    grid = spectrogram_grid(torch.cat([real, clips]), nrow=len(real))
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid_to_uint8(grid)).save(out)
+    return Path(out)
