@@ -17,6 +17,7 @@ from PIL import Image
 
 from gandist import cli, rundir
 from gandist.errors import ConfigError
+from gandist.metrics.domain import AudioClassifier, save_classifier
 from gandist.models import generate
 from gandist.models.config import ModelConfig
 from gandist.models.wavegan import KERNEL, STRIDE, PhaseShuffle
@@ -377,3 +378,42 @@ def test_sample_command_writes_wavs_and_a_spectrogram_sheet_of_the_asked_class(
     # An image file name for an audio run is a mistake named in one line.
     assert cli.main(["sample", str(run_dir), "--out", str(tmp_path / "x.png")]) == 2
     assert "this run makes audio, so --out names a folder" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def audio_extractor(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained audio classifier with unit-scale activations, saved as a domain extractor."""
+    torch.manual_seed(4)
+    model = AudioClassifier(sample_rate=16000, length=16384, num_classes=8, width=4)
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Conv1d, torch.nn.Linear)):
+            torch.nn.init.kaiming_normal_(module.weight, nonlinearity="relu")
+    return save_classifier(model, tmp_path_factory.mktemp("audio_extractor") / "extractor.pt")
+
+
+def test_fid_kid_is_score_wavegan_clips_in_training_and_in_gandist_eval_alike(
+    tmp_path: Path, tones: Path, audio_extractor: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run_dir = tmp_path / "run"
+    evaluation = {
+        "tracking.wandb": False, "eval.every": 2, "eval.num_samples": 32, "eval.num_real": 64,
+        "eval.batch_size": 16, "eval.extractor": "gandist-domain",
+        "eval.weights_path": audio_extractor, "eval.cache_dir": tmp_path / "cache",
+        "eval.kid_subset_size": 16, "eval.kid_subsets": 10, "eval.isc_splits": 2,
+        "eval.max_share": 1.0,
+    }  # fmt: skip
+    Trainer(wavegan_config(run_dir, tones, **evaluation)).train()
+    rows = [r for r in rundir.read_metrics(run_dir) if "eval/fid" in r]
+    assert [r["step"] for r in rows] == [2, 4]
+    for row in rows:
+        for key in ("eval/fid", "eval/kid", "eval/is"):
+            assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+    assert cli.main(["eval", str(run_dir), "--num", "32"]) == 0
+    out = capsys.readouterr().out
+    standalone = json.loads(out[out.index("{") :])
+    assert standalone["step"] == 4 and standalone["eval/reference_cache_hit"] == 1
+    for key in ("eval/fid", "eval/kid", "eval/is"):
+        assert standalone[key] == pytest.approx(rows[-1][key], rel=1e-4)
+    # Image extractors are refused for audio before any work, naming what scores audio.
+    assert cli.main(["eval", str(run_dir), "eval.extractor=inception-v3-compat"]) == 2
+    assert "scores images, but data.kind=audio" in capsys.readouterr().err
