@@ -261,7 +261,9 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
 def cmd_bench_audio(args: argparse.Namespace) -> int:
     from gandist.bench.audio import bench_audio
 
-    bench_audio(args.config, args.overrides, args.steps, args.rounds, args.num_processes)
+    bench_audio(
+        args.config, args.overrides, args.steps, args.rounds, args.num_processes, args.plain_threads
+    )
     return 0
 
 
@@ -489,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=30, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds of each")
     p.add_argument("--num-processes", type=int, default=2, help="ranks of the Trainer")
+    p.add_argument("--plain-threads", type=int, default=None,
+                   help="threads of the plain loop (default: torch's, one per core)")  # fmt: skip
     p.set_defaults(func=cmd_bench_audio)
     p = bench_sub.add_parser("data", help="stream samples/s against a plain decode loop")
     p.add_argument("shards", nargs="*", help="one or more shard specs (images or audio)")

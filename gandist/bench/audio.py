@@ -91,9 +91,20 @@ def trainer_ranks(
 
 
 def bench_audio(
-    config: str, overrides: list[str], steps: int = 30, rounds: int = 2, ranks: int = 2
+    config: str,
+    overrides: list[str],
+    steps: int = 30,
+    rounds: int = 2,
+    ranks: int = 2,
+    plain_threads: int | None = None,
 ) -> dict[str, Any]:
-    """Alternate rounds of both (so machine noise hits both alike) and print audio s per s."""
+    """Alternate rounds of both (so machine noise hits both alike) and print audio s per s.
+
+    The plain loop uses torch's default threads (one per core) unless `plain_threads` is set;
+    each rank of the Trainer uses one.
+    """
+    if plain_threads:
+        torch.set_num_threads(plain_threads)
     window = max(1, steps // 5)
     common = [
         *overrides,
@@ -113,7 +124,8 @@ def bench_audio(
             f"{base.data.sample_rate} Hz ({seconds:.2f} s clips), global batch "
             f"{base.train.batch_size}, n_critic {base.train.n_critic}; plain loop: 1 process, "
             f"{torch.get_num_threads()} threads, preloaded batches; trainer: {ranks} ranks x 1 "
-            f"thread streaming the shards; {steps} steps x {rounds} rounds (first window dropped)"
+            f"thread streaming the shards; {steps} steps x {rounds} rounds (first window dropped)",
+            flush=True,
         )
         results: dict[str, list[float]] = {"plain": [], "trainer": []}
         for index in range(rounds):
@@ -123,7 +135,8 @@ def bench_audio(
             results["trainer"] += trainer
             print(
                 f"  round {index + 1}: plain {statistics.median(plain) * seconds:7.2f} s/s   "
-                f"trainer x{ranks} {statistics.median(trainer) * seconds:7.2f} s/s"
+                f"trainer x{ranks} {statistics.median(trainer) * seconds:7.2f} s/s",
+                flush=True,
             )
     plain_rate = statistics.median(results["plain"]) * seconds
     trainer_rate = statistics.median(results["trainer"]) * seconds
