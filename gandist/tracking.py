@@ -163,8 +163,8 @@ def grid_to_uint8(grid: torch.Tensor) -> np.ndarray:
 def spectrogram_grid(
     clips: torch.Tensor, path: str | os.PathLike | None = None, nrow: int | None = None
 ) -> torch.Tensor:
-    """Log spectrograms of clips [B, 1, L] side by side, sqrt(B) (or nrow) to a row, as a grid [3, H', W']
-    in [0, 1] (low frequencies at the bottom, white gaps); save it as a PNG if asked.
+    """Log spectrograms of clips [B, 1, L] side by side, sqrt(B) (or `nrow`) to a row, as a
+    grid [3, H', W'] in [0, 1] (low frequencies at the bottom, white gaps); save it if asked.
 
     Levels are dB below full scale, so a quiet clip looks quiet next to a loud one; the hop
     gives 257 frames at any length, so each tile is square (257 frequency bins).
