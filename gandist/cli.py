@@ -255,17 +255,24 @@ def sample_class_index(run: str, value: str | None) -> int | None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from gandist.runs.sample import sample_grid
+    from gandist.runs.sample import real_against_generated, write_samples
 
     try:
+        if args.real:
+            out = args.out or Path("real-vs-generated.png")
+            print(f"wrote {real_against_generated(args.run, args.real, out, seed=args.seed)}")
+            return 0
         class_index = sample_class_index(args.run, args.class_name)
-        path = sample_grid(
+        paths = write_samples(
             args.run, num=args.num, out=args.out, seed=args.seed, class_index=class_index
         )
     except ValueError as err:  # ConfigError is a ValueError
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {path}")
+    if len(paths) == 1:
+        print(f"wrote {paths[0]}")
+    else:
+        print(f"wrote {len(paths) - 1} WAV files and {paths[-1].name} to {paths[-1].parent}")
     return 0
 
 
@@ -313,6 +320,15 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     from gandist.bench.train import bench_train
 
     bench_train(args.config, args.overrides, steps=args.steps, rounds=args.rounds, data=args.data)
+    return 0
+
+
+def cmd_bench_audio(args: argparse.Namespace) -> int:
+    from gandist.bench.audio import bench_audio
+
+    bench_audio(
+        args.config, args.overrides, args.steps, args.rounds, args.num_processes, args.plain_threads
+    )
     return 0
 
 
@@ -475,15 +491,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=64, help="samples on the contact sheet")
     p.set_defaults(func=cmd_data_inspect)
 
-    p = sub.add_parser("sample", help="draw a grid of samples from a run or checkpoint")
+    p = sub.add_parser(
+        "sample", help="draw a grid of samples (audio: WAV files and spectrograms) from a run"
+    )
     p.add_argument("run", help="run directory (newest checkpoint) or a checkpoint folder")
     p.add_argument("--num", type=int, default=64)
-    p.add_argument("--out", type=Path, default=Path("samples.png"))
+    p.add_argument(
+        "--out", type=Path, default=None,
+        help="image runs: the grid PNG (default samples.png); audio runs: a folder for the WAV "
+        "files and spectrograms.png (default samples/)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--class", dest="class_name", default=None, metavar="NAME|INDEX",
         help="conditional models: draw only this class, by name (the shards' class folders) or "
         "index (default: cycle through all classes)",
+    )  # fmt: skip
+    p.add_argument(
+        "--real", type=int, default=0, metavar="N",
+        help="audio runs: instead, one PNG (--out, default real-vs-generated.png) of the "
+        "spectrograms of the first N real clips above N generated ones",
     )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 
@@ -565,6 +592,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", choices=("memory", "stream"), default="memory",
                    help="memory: the same decoded batches for both loops; stream: both read the shards")  # fmt: skip
     p.set_defaults(func=cmd_bench_train)
+    p = bench_sub.add_parser(
+        "audio", help="seconds of audio generated per second: N ranks against a plain loop"
+    )
+    p.add_argument("config", nargs="?", default="configs/wavegan.yaml")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--steps", type=int, default=30, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds of each")
+    p.add_argument("--num-processes", type=int, default=2, help="ranks of the Trainer")
+    p.add_argument("--plain-threads", type=int, default=None,
+                   help="threads of the plain loop (default: torch's, one per core)")  # fmt: skip
+    p.set_defaults(func=cmd_bench_audio)
     p = bench_sub.add_parser("data", help="stream samples/s against a plain decode loop")
     p.add_argument("shards", nargs="*", help="one or more shard specs (images or audio)")
     p.add_argument("--workers", type=int, nargs="+", default=None,

@@ -50,7 +50,17 @@ class Registry(Generic[T]):
 # One module per family; each registers its builder when imported (on the first lookup).
 FAMILY_MODULES = tuple(
     f"gandist.models.{name}"
-    for name in ("biggan", "conditional", "cyclegan", "dcgan", "mlp", "sngan", "stylegan2", "wgan")
+    for name in (
+        "biggan",
+        "conditional",
+        "cyclegan",
+        "dcgan",
+        "mlp",
+        "sngan",
+        "stylegan2",
+        "wavegan",
+        "wgan",
+    )
 )
 MODELS: Registry = Registry("model", FAMILY_MODULES)
 LOSSES: Registry = Registry("loss", ("gandist.losses",))

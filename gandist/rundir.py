@@ -7,8 +7,10 @@ runs/NAME/
   run.json             how it was launched (world size, device, precision, versions)
   metrics.jsonl        one JSON line per scalar log: {"step": 20, "train/d_loss": ...}
   wandb_run_id         the wandb run this directory logs to (a resumed job appends to it)
-  samples/step-N.png   sample grids from fixed latents (the EMA's when there is one)
+  samples/step-N.png   sample grids from fixed latents (the EMA's when there is one; audio runs:
+                       the clips' spectrograms)
   samples/raw/, samples/class_K/   the raw generator's grids (with an EMA), per-class grids
+  samples/step-N/clip-I.wav  audio runs: the clips themselves, at data.sample_rate
   checkpoints/step-N/  complete checkpoints (COMPLETE marker, config.yaml, generator.pt, state)
   checkpoints/abandoned-.../  checkpoints fenced off by a rollback (never resumed from)
 ```
@@ -71,6 +73,16 @@ def sample_grids(
         if match:
             found.append((int(match.group(1)), path))
     return sorted(found)
+
+
+def sample_clip_path(run_dir: str | os.PathLike, step: int, index: int) -> Path:
+    """Clip `index` of the fixed latent batch at `step`, as a WAV file (audio runs)."""
+    return Path(run_dir) / SAMPLES / f"step-{step:08d}" / f"clip-{index:03d}.wav"
+
+
+def sample_clips(run_dir: str | os.PathLike, step: int) -> list[Path]:
+    """The WAV files written at `step`, in latent order (empty for image runs)."""
+    return sorted((Path(run_dir) / SAMPLES / f"step-{step:08d}").glob("clip-*.wav"))
 
 
 def checkpoint_step(path: Path) -> int | None:

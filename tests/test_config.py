@@ -64,8 +64,8 @@ def test_public_override_keys_are_accepted(tmp_path: Path) -> None:
         (["train.batch_size=0"], "train.batch_size must be >= 1, got 0"),
         (
             ["model.name=dcgn"],
-            "unknown model 'dcgn' for model.name; choose from [biggan, conditional, cyclegan, "
-            "dcgan, mlp, sngan, stylegan2, wgan, wgan-gp]",
+            "unknown model 'dcgn' for model.name; choose from [biggan, conditional, "
+            "conditional-wavegan, cyclegan, dcgan, mlp, sngan, stylegan2, wavegan, wgan, wgan-gp]",
         ),
         (["data.resolution=48"], "needs data.resolution to be a power of two"),
         (["steps"], "override 'steps' must look like key=value"),

@@ -18,15 +18,22 @@ class ModelConfig:
     d_width: int = 64
     """Discriminator base width."""
     num_classes: int = 0
-    """Classes of a class-conditional family (conditional, biggan); 0 = taken from the shards' manifest for those, and 0 for unconditional families."""
+    """Classes of a class-conditional family (conditional, biggan, conditional-wavegan); 0 = taken from the shards' manifest for those, and 0 for unconditional families."""
     mapping_layers: int = 8
     """stylegan2: depth of the mapping network z -> w."""
     style_mixing_prob: float = 0.9
     """stylegan2: probability that a training batch mixes the styles of two latents."""
     res_blocks: int = 9
     """cyclegan: residual blocks of the ResNet translator (the paper: 6 at 128 px, 9 at 256 px and above)."""
+    audio_length: int = 16384
+    """wavegan: samples per generated clip, 16384 (1.02 s at 16 kHz) or 65536 (4.1 s, one more layer in G and D); must equal data.length."""
+    phase_shuffle: int = 2
+    """wavegan: D shifts each layer's activations by a random -n..n samples (reflect padding) so it cannot key on G's periodic artefacts; 0 disables it."""
 
     def __post_init__(self) -> None:
+        _require(
+            self.phase_shuffle >= 0, f"model.phase_shuffle must be >= 0, got {self.phase_shuffle}"
+        )
         _require(self.latent_dim >= 1, f"model.latent_dim must be >= 1, got {self.latent_dim}")
         _require(self.g_width >= 1, f"model.g_width must be >= 1, got {self.g_width}")
         _require(self.d_width >= 1, f"model.d_width must be >= 1, got {self.d_width}")

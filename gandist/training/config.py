@@ -253,9 +253,62 @@ def check_names(cfg: Config) -> None:
         raise ConfigError(
             f"train.algorithm=cyclegan translates images; got data.kind={cfg.data.kind}"
         )
+    check_data_kind(cfg)
     validate = getattr(MODELS.get(cfg.model.name), "validate", None)
     if validate is not None:
         validate(cfg.model, cfg.data.resolution, cfg.data.channels)
+
+
+KIND_NOUNS = {"image": "images", "audio": "audio"}
+
+
+def family_kind(model_name: str) -> str:
+    """What a model family generates: `image` (the default) or `audio` (its builder's `kind`)."""
+    from gandist.registry import MODELS
+
+    return str(getattr(MODELS.get(model_name), "kind", "image"))
+
+
+def families_of_kind(kind: str) -> list[str]:
+    from gandist.registry import MODELS
+
+    return [name for name in MODELS.names() if family_kind(name) == kind]
+
+
+def a_family(kind: str) -> str:
+    """'an audio family (conditional-wavegan, wavegan)', for messages."""
+    article = "an" if kind[0] in "aeiou" else "a"
+    return f"{article} {kind} family ({', '.join(families_of_kind(kind))})"
+
+
+def check_data_kind(cfg: Config) -> None:
+    """The family generates what data.kind says the shards hold; options exist for that kind."""
+    kind, name = cfg.data.kind, cfg.model.name
+    made = family_kind(name)
+    if made != kind:
+        raise ConfigError(
+            f"model.name={name} generates {KIND_NOUNS[made]} but data.kind={kind}: choose "
+            f"{a_family(kind)} or set data.kind={made} with {made} shards"
+        )
+    if kind != "audio":
+        return
+    if cfg.train.augment:
+        raise ConfigError(
+            f"train.augment={cfg.train.augment!r} is DiffAugment for images and cannot apply "
+            "to data.kind=audio: leave it empty; audio D's augmentation is model.phase_shuffle, "
+            "and reg.gp_weight, reg.r1_gamma, reg.weight_clip and reg.ortho_weight work on audio"
+        )
+    if cfg.reg.pl_weight > 0:
+        raise ConfigError(
+            f"reg.pl_weight={cfg.reg.pl_weight} is StyleGAN2's image path-length penalty and "
+            "cannot apply to data.kind=audio: set it to 0; reg.gp_weight, reg.r1_gamma, "
+            "reg.weight_clip and reg.ortho_weight work on audio"
+        )
+    if cfg.data.length != cfg.model.audio_length:
+        raise ConfigError(
+            f"model.audio_length={cfg.model.audio_length} but data.length={cfg.data.length}: "
+            "the model generates clips as long as the ones it trains on; set both to the same"
+        )
 
 
 def load_config(

@@ -18,7 +18,7 @@ from typing import Any
 from gandist.data.shards import expand_shards, is_remote, read_manifest
 from gandist.data.tar import tar_members
 from gandist.errors import ConfigError
-from gandist.training.config import Config
+from gandist.training.config import KIND_NOUNS, Config, a_family, family_kind
 
 PEEK_SAMPLES = 64
 """Samples read from the first shard of a folder without a manifest."""
@@ -202,9 +202,12 @@ def check_data_fits(cfg: Config) -> list[str]:
     notes = []
     for fact in facts:
         if fact.kind is not None and fact.kind != data.kind:
+            # check_names made the family's kind data.kind: naming both says what to change.
             raise ConfigError(
-                f"data.kind={data.kind} but {fact.where} holds {fact.kind} samples; "
-                f"set data.kind={fact.kind} or point data.shards at {data.kind} shards"
+                f"model.name={model.name} generates {KIND_NOUNS[family_kind(model.name)]} "
+                f"(data.kind={data.kind}) but {fact.where} holds {fact.kind} samples; point "
+                f"data.shards at {data.kind} shards, or train {a_family(fact.kind)} with "
+                f"data.kind={fact.kind}"
             )
         if conditional and fact.labelled is False:
             raise ConfigError(

@@ -73,7 +73,7 @@ class Trainer:
         )
         self.progress = Progress()
         self.data = self._build_data(batches)
-        self.tracker = Tracker(acc, self.run_dir, cfg.tracking.wandb)
+        self.tracker = Tracker(acc, self.run_dir, cfg.tracking.wandb, cfg.data.sample_rate)
         self.config_yaml = to_yaml(cfg)
         self.checkpointer = Checkpointer(
             acc, self.run_dir, self.config_yaml, cfg.train.checkpoints_total_limit
