@@ -2,7 +2,11 @@
 
 Two ways to ask a training to checkpoint and exit:
 
-- SIGTERM (or SIGUSR1) delivered to a training process. One rank receiving it is enough.
+- SIGTERM (or SIGUSR1, or SIGINT: Ctrl-C) delivered to a training process. One rank receiving
+  it is enough. Schedulers send TERM to every process of the job at once (Slurm on preemption
+  and `scancel`, then KILL after the grace time; Kubernetes; `kill -TERM -PGID`): the data
+  workers leave it to the training process (`gandist.data.loader.leave_stop_signals_to`), and
+  further signals never kill a rank before its checkpoint is written.
 - The stop file named by `GANDIST_STOP_FILE` comes into existence. `slurm/train.sbatch` and
   `gandist train --num-processes N` create it when *they* receive USR1/TERM: the launcher agents
   (torchrun, accelerate launch) die on USR1 and give their workers only 30 s after a TERM, so a
@@ -32,7 +36,7 @@ log = logging.getLogger(__name__)
 
 STOP_FILE_ENV = "GANDIST_STOP_FILE"
 STOPPED_PREFIX = "stopped at step"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 def stop_file_requests_stop(path: Path) -> bool:
@@ -53,9 +57,12 @@ def stop_file_requests_stop(path: Path) -> bool:
 class StopRequest:
     """Watches for a stop request (signals, stop file) and turns it into one agreed stop step.
 
-    `install()` replaces the SIGTERM/SIGUSR1 handlers of this process (main thread only) until
-    `close()`. A first signal only sets a flag; a second one of the same kind gets the previous
-    handler (by default: the process dies), so an impatient operator can still kill the run.
+    `install()` replaces the SIGTERM/SIGUSR1/SIGINT handlers of this process (main thread only)
+    until `close()`. A first signal sets a flag; later ones are only logged: a scheduler or a
+    launcher agent often sends TERM twice (to the group, then to each rank), and dying of the
+    second would lose the checkpoint the first asked for. SIGKILL still stops a run at once.
+    Once a run stopped on a signal, `close()` leaves the handlers in place: the process is on
+    its way out, and a late signal must not turn its clean exit into a death by signal.
     """
 
     def __init__(
@@ -67,6 +74,7 @@ class StopRequest:
         """Name of the first stop signal this process received, if any."""
         self._previous: dict[int, object] = {}
         self._pid = os.getpid()
+        self._stopping = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StopRequest:
@@ -81,24 +89,25 @@ class StopRequest:
         return self
 
     def close(self) -> None:
+        if self._stopping and self.received:
+            return  # stopping on a signal: later ones are logged, not fatal, until the exit
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)  # type: ignore[arg-type]
         self._previous.clear()
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if os.getpid() != self._pid:
-            # A forked DataLoader worker inherited the handler: it should just die as before.
-            signal.signal(signum, signal.SIG_DFL)
-            os.kill(os.getpid(), signum)
-            return
+            return  # a forked DataLoader worker, before its worker_init_fn: the trainer decides
         name = signal.Signals(signum).name
-        if self.received == name:
-            log.warning("second %s: stopping now, without a checkpoint", name)
-            previous = self._previous.get(signum, signal.SIG_DFL)
-            signal.signal(signum, previous)  # type: ignore[arg-type]
-            os.kill(os.getpid(), signum)
+        if self.received:
+            log.warning(
+                "%s received: already stopping (asked by %s); the checkpoint is on its way "
+                "(SIGKILL stops without one)",
+                name,
+                self.received,
+            )
             return
-        self.received = self.received or name
+        self.received = name
         log.warning("%s received: checkpointing at the next agreed step, then exiting", name)
 
     def requested_locally(self) -> str | None:
@@ -117,9 +126,12 @@ class StopRequest:
         """
         local = self.requested_locally() is not None
         if accelerator.num_processes == 1:
-            return local
-        flag = torch.tensor([float(local)], device=accelerator.device)
-        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+            agreed = local
+        else:
+            flag = torch.tensor([float(local)], device=accelerator.device)
+            agreed = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
+        self._stopping = self._stopping or agreed
+        return agreed
 
     def acknowledge(self, step: int) -> None:
         """Record in the stop file that the run checkpointed and stopped (main process only)."""
@@ -130,23 +142,40 @@ class StopRequest:
             f.write(f"{STOPPED_PREFIX} {step}\n")
 
 
-def run_forwarding_stop(command: list[str], env: Mapping[str, str] | None = None) -> int:
-    """Run a launcher (`accelerate launch ...`) whose ranks stop gracefully on our TERM/USR1.
+def _die_with_parent() -> None:
+    """In the launcher's child, before exec: get TERM when this process dies (Linux), so a
+    launcher in its own session is not orphaned by a SIGKILL of `gandist train`."""
+    try:
+        import ctypes
 
-    The first TERM or USR1 writes the ranks' stop file instead of reaching the launcher's agent
-    (which would give its workers 30 s, or die on USR1); a second one is passed on as TERM.
-    Returns the launcher's exit code.
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the orphan finishes its run on its own
+        pass
+
+
+def run_forwarding_stop(command: list[str], env: Mapping[str, str] | None = None) -> int:
+    """Run a launcher (`accelerate launch ...`) whose ranks stop gracefully on our TERM/USR1/INT.
+
+    The launcher runs in its own session, so a signal to our whole process group (a scheduler,
+    `kill -TERM -PGID`, Ctrl-C) reaches only this process, never the launcher's agent (which
+    would give its workers 30 s, or die on USR1). The first signal writes the ranks' stop file;
+    later ones are only logged, so the ranks always finish their checkpoint (SIGKILL of this
+    process still ends the launcher, with TERM). Returns the launcher's exit code.
     """
     env = dict(os.environ if env is None else env)
     with tempfile.TemporaryDirectory(prefix="gandist-stop-") as tmp:
         stop_file = Path(env.setdefault(STOP_FILE_ENV, str(Path(tmp) / "stop")))
-        child = subprocess.Popen(command, env=env)
+        child = subprocess.Popen(
+            command, env=env, start_new_session=True, preexec_fn=_die_with_parent
+        )
         asked: list[str] = []
 
         def forward(signum: int, frame: FrameType | None) -> None:
             name = signal.Signals(signum).name
             if asked:
-                child.send_signal(signal.SIGTERM)
+                log.warning(
+                    "%s received: the ranks are already stopping (asked by %s)", name, asked[0]
+                )
                 return
             asked.append(name)
             with stop_file.open("a") as f:
@@ -156,5 +185,7 @@ def run_forwarding_stop(command: list[str], env: Mapping[str, str] | None = None
         try:
             return child.wait()
         finally:
+            if child.poll() is None:  # we are failing ourselves: do not leave the ranks behind
+                child.terminate()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

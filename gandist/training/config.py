@@ -15,6 +15,7 @@ from typing import Literal
 
 from gandist.config import merge_layers, reference_markdown, to_object
 from gandist.data.config import DataConfig
+from gandist.errors import ConfigError, require_finite
 from gandist.errors import require as _require
 from gandist.metrics.config import EvalConfig
 from gandist.models.config import ModelConfig
@@ -39,6 +40,7 @@ class OptimConfig:
     """Clip each network's gradient norm to this value before its step; 0 disables clipping."""
 
     def __post_init__(self) -> None:
+        require_finite(self, "optim")
         _require(self.g_lr > 0 and self.d_lr > 0, "optim.g_lr and optim.d_lr must be > 0")
         _require(
             all(0.0 <= b < 1.0 for b in self.betas),
@@ -92,8 +94,11 @@ class TrainConfig:
     stop_check_every: int = 10
     """Steps between the ranks' check for a stop request (SIGTERM, or the stop file the Slurm
     script writes on USR1): one all-reduce of a flag; the run checkpoints and exits at that step."""
+    dist_timeout_s: float = 300.0
+    """Seconds a collective waits for a rank that is stuck or gone before the others stop with an error naming it (gloo's own default is 30 minutes)."""
 
     def __post_init__(self) -> None:
+        require_finite(self, "train")
         for key in ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
             value = getattr(self, key)
             _require(value >= 1, f"train.{key} must be >= 1, got {value}")
@@ -113,6 +118,11 @@ class TrainConfig:
         _require(
             self.stop_check_every >= 1,
             f"train.stop_check_every must be >= 1, got {self.stop_check_every}",
+        )
+        _require(0 <= self.seed < 2**63, f"train.seed must be in [0, 2**63), got {self.seed}")
+        _require(
+            self.dist_timeout_s > 0,
+            f"train.dist_timeout_s must be > 0 seconds, got {self.dist_timeout_s}",
         )
 
 
@@ -134,6 +144,7 @@ class RegConfig:
     """WGAN: clamp every D parameter to [-c, c] after each D step (0.01 in the paper); 0 disables."""
 
     def __post_init__(self) -> None:
+        require_finite(self, "reg")
         for key in ("gp_weight", "r1_gamma", "pl_weight", "ortho_weight", "weight_clip"):
             value = getattr(self, key)
             _require(value >= 0, f"reg.{key} must be >= 0, got {value}")
@@ -192,9 +203,28 @@ def check_names(cfg: Config) -> None:
     LOSSES.check(cfg.train.loss, "train.loss")
     check_policy(cfg.train.augment or "", "train.augment")
     check_extractor_name(cfg.eval.extractor, cfg.eval.weights_path)
-    validate = getattr(MODELS.get(cfg.model.name), "validate", None)
+    family = MODELS.get(cfg.model.name)
+    if cfg.model.num_classes and not getattr(family, "conditional", False):
+        raise ConfigError(
+            f"model.num_classes={cfg.model.num_classes} but model.name={cfg.model.name} is "
+            "unconditional (it ignores labels): set model.num_classes=0, or choose a "
+            "class-conditional family (conditional, biggan)"
+        )
+    validate = getattr(family, "validate", None)
     if validate is not None:
         validate(cfg.model, cfg.data.resolution, cfg.data.channels)
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Settings that run but are most likely a mistake, for the start-up summary."""
+    warnings = []
+    if cfg.train.loss == "wasserstein" and not (cfg.reg.gp_weight > 0 or cfg.reg.weight_clip > 0):
+        warnings.append(
+            "train.loss=wasserstein without a Lipschitz constraint on D: set reg.gp_weight "
+            "(WGAN-GP, 10) or reg.weight_clip (WGAN, 0.01); otherwise the critic's outputs grow "
+            "without bound"
+        )
+    return warnings
 
 
 def load_config(

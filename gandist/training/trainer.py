@@ -10,20 +10,22 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from gandist import __version__, preemption
+from gandist import preemption
 from gandist.checkpoint import mark_best
-from gandist.config import to_dict, to_yaml
+from gandist.config import to_yaml
 from gandist.data.classes import save_class_names
 from gandist.data.health import BadDataError
 from gandist.data.loader import Batches, BatchStream
-from gandist.distributed import build_accelerator, derive_seed, resolve_mixed_precision
+from gandist.distributed import build_accelerator, derive_seed, resolve_mixed_precision, watch_ranks
 from gandist.registry import ALGORITHMS
 from gandist.rundir import write_run_files
 from gandist.tracking import Tracker
+from gandist.training import run_record as record
 from gandist.training.algorithm import Phase, Runtime
 from gandist.training.checkpointing import Checkpointer, Progress, RngState
 from gandist.training.config import Config
 from gandist.training.evaluation import TrainingEvaluation
+from gandist.training.runlock import lock_run_dir
 from gandist.training.updater import NonFiniteGuard, prepare_updaters
 from gandist.training.window import MetricWindow
 
@@ -41,7 +43,9 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir)
         self.accelerator = build_accelerator(
-            cfg.train.mixed_precision, log_with=Tracker.log_with(self.run_dir, cfg.tracking.wandb)
+            cfg.train.mixed_precision,
+            log_with=Tracker.log_with(self.run_dir, cfg.tracking.wandb),
+            timeout_s=cfg.train.dist_timeout_s,
         )
         acc = self.accelerator
         self.precision = resolve_mixed_precision(cfg.train.mixed_precision)
@@ -131,6 +135,14 @@ class Trainer:
 
     def train(self) -> Progress:
         """Run until `train.steps`, resuming first if asked; returns the final counters."""
+        lock = lock_run_dir(self.accelerator, self.run_dir)  # before anything is written there
+        try:
+            with watch_ranks():  # a collective failed by a lost rank names that rank
+                return self._train()
+        finally:
+            lock.release()
+
+    def _train(self) -> Progress:
         cfg = self.cfg.train
         self._resume()
         self._start_tracking()
@@ -266,29 +278,16 @@ class Trainer:
         if self.is_main:
             log.info("resumed from %s at step %d", path, self.progress.step)
 
-    def _run_info(self) -> dict[str, Any]:
-        """How this run was launched, for a reader of the run directory."""
-        return {
-            "world_size": self.accelerator.num_processes,
-            "distributed_type": str(self.accelerator.distributed_type),
-            "device": str(self.accelerator.device),
-            "mixed_precision": self.cfg.train.mixed_precision,
-            "precision": self.precision,
-            "batch_per_rank": self.batch_per_rank,
-            "resumed_at_step": self.progress.step,
-            "gandist": __version__,
-            "torch": torch.__version__,
-        }
-
     def _start_tracking(self) -> None:
-        run_info = self._run_info()
+        acc, step = self.accelerator, self.progress.step
+        run_info = record.run_info(acc, self.cfg, self.precision, self.batch_per_rank, step)
         if self.is_main:
             write_run_files(self.run_dir, self.config_yaml, run_info)
             save_class_names(self.run_dir, self.cfg.data.shards)
         tracking = self.cfg.tracking
         self.tracker.start(
             tracking.project,
-            config=to_dict(self.cfg) | {"world_size": run_info["world_size"], "run": run_info},
+            config=record.tracked_config(self.cfg, run_info),
             wandb_kwargs={
                 "name": self.cfg.run_name,
                 "entity": tracking.entity,

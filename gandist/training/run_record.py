@@ -1,0 +1,40 @@
+"""What the run directory and the trackers record about a launch (shard credentials redacted)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+
+from gandist import __version__
+from gandist.config import to_dict
+from gandist.data.shards import redact_shards
+from gandist.training.config import Config
+
+
+def run_info(
+    accelerator: Accelerator, cfg: Config, precision: str, batch_per_rank: int, step: int
+) -> dict[str, Any]:
+    """How this run was launched, for a reader of the run directory (`run.json`)."""
+    return {
+        "world_size": accelerator.num_processes,
+        "distributed_type": str(accelerator.distributed_type),
+        "device": str(accelerator.device),
+        "mixed_precision": cfg.train.mixed_precision,
+        "precision": precision,
+        "batch_per_rank": batch_per_rank,
+        "resumed_at_step": step,
+        "data_shards": redact_shards(cfg.data.shards),
+        "gandist": __version__,
+        "torch": torch.__version__,
+    }
+
+
+def tracked_config(cfg: Config, info: dict[str, Any]) -> dict[str, Any]:
+    """The config as trackers (wandb) record it, with the launch facts (`run_info`), and
+    `data.shards` with its credentials (URL tokens, passwords, keys in `pipe:` commands)
+    replaced by `***`."""
+    values = to_dict(cfg) | {"world_size": info["world_size"], "run": info}
+    values["data"]["shards"] = redact_shards(cfg.data.shards)
+    return values
