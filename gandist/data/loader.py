@@ -16,7 +16,7 @@ import webdataset as wds
 
 from gandist.data.decode import media_transform
 from gandist.data.health import BadDataError, DataHealth, check_bad_fraction
-from gandist.data.shards import expand_shards, redact_shards
+from gandist.data.shards import expand_shards, redact_message, redact_shards
 from gandist.data.stream import ReadLimits, StreamPosition, stream_pipeline
 from gandist.data.transport import BatchSlots, keep_batch, to_torch_batch
 from gandist.distributed import derive_seed
@@ -271,10 +271,9 @@ class DataStream:
         num_skipped, num_read = (int(v) for v in self.reduce_sum(local).tolist())
         example = ""
         for url, key, reason in self.counts.drain():
-            example = example or f"{url} key={key or '?'}: {reason}"
-            log.warning(
-                "data/skipped: rank %d shard %s key %s: %s", self.rank, url, key or "?", reason
-            )
+            where = redact_message(f"{url} key={key or '?'}: {reason}", url)
+            example = example or where
+            log.warning("data/skipped: rank %d shard %s", self.rank, where)
         values = {"data/skipped": num_skipped, "data/bad_fraction": num_skipped / max(1, num_read)}
         try:
             check_bad_fraction(num_skipped, num_read, self.cfg.max_bad_fraction, example)

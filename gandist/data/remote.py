@@ -77,9 +77,12 @@ class HttpShard(io.RawIOBase):
             try:
                 if self._response is None:
                     self._response = self._open()
-                count = self._response.readinto(buffer)
-                self.offset += count
-                return count
+                # read1: what one receive brings, so bytes that arrived before a stall are
+                # handed on (and not asked for again) rather than lost with a half-filled buffer.
+                data = self._response.read1(len(buffer))
+                buffer[: len(data)] = data
+                self.offset += len(data)
+                return len(data)
             except (OSError, http.client.HTTPException) as err:  # URLError, timeouts, resets
                 self._drop()
                 self._retry_or_raise(err)

@@ -17,6 +17,7 @@ from gandist.data.decode import ToExample
 from gandist.data.health import BadSample, SkipCounter, UnreadableDataError
 from gandist.data.limits import MAX_IMAGE_PIXELS
 from gandist.data.remote import open_http_shard
+from gandist.data.shards import redact_shards
 from gandist.data.tar import MAX_MEMBER_BYTES, tar_members
 from gandist.data.transport import BatchSlots, BatchWithReport
 from gandist.distributed import derive_seed
@@ -255,7 +256,7 @@ class WorkerStream(IterableDataset):
             if self._empty_shards >= limit:
                 raise UnreadableDataError(
                     f"read {self._empty_shards} shards in a row without one good sample (last: "
-                    f"{share.url}); check data.shards with `gandist data verify`"
+                    f"{redact_shards(share.url)}); check data.shards with `gandist data verify`"
                 )
         if num_read and not num_taken:  # it would read on, epoch after empty epoch, forever
             raise UnreadableDataError(

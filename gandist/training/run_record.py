@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 import torch
@@ -11,6 +13,8 @@ from gandist import __version__
 from gandist.config import to_dict
 from gandist.data.shards import redact_shards
 from gandist.training.config import Config
+
+log = logging.getLogger(__name__)
 
 
 def run_info(
@@ -38,3 +42,16 @@ def tracked_config(cfg: Config, info: dict[str, Any]) -> dict[str, Any]:
     values = to_dict(cfg) | {"world_size": info["world_size"], "run": info}
     values["data"]["shards"] = redact_shards(cfg.data.shards)
     return values
+
+
+def wandb_privacy(argv: list[str] | None = None) -> dict[str, Any]:
+    """wandb.init arguments that keep credentials out of the run's metadata: wandb records the
+    command line (`sys.argv`) there, so when it holds one (`data.shards=...?token=...`) that
+    metadata (command line, host facts) is not collected at all."""
+    line = " ".join(sys.argv if argv is None else argv)
+    if redact_shards(line) == line:
+        return {}
+    import wandb
+
+    log.info("wandb: the command line holds credentials; its metadata is not recorded")
+    return {"settings": wandb.Settings(x_disable_meta=True)}

@@ -1,15 +1,19 @@
 """One job per run directory: the main process holds an exclusive lock on `run.lock` while it trains.
 
 Two jobs in one run directory (a job resubmitted while the first still runs) would prune each
-other's temporary saves and interleave their checkpoints. The lock is `fcntl.flock` on a file
-descriptor kept open for the run's life, so the kernel releases it when the holder dies, however
-it dies: a lock left by a dead job is simply taken over (the file's text, `host pid start`, is
-only there to name the holder in the refusal). flock works across hosts on NFS v4 and Lustre.
+other's temporary saves and interleave their checkpoints. The lock is a POSIX record lock
+(`fcntl.lockf`) on a file descriptor kept open for the run's life, so the kernel releases it when
+the holder dies, however it dies: a lock left by a dead job is simply taken over (the file's
+text, `host pid start`, is only there to name the holder in the refusal). Not `flock`: a flock
+is shared by every process forked while it is held (the DataLoader workers), so it would
+outlive the training process by as long as they do; a POSIX lock belongs to its process alone,
+and it is the kind NFS servers enforce across hosts.
 """
 
 from __future__ import annotations
 
 import datetime
+import errno
 import fcntl
 import logging
 import os
@@ -40,8 +44,11 @@ class RunLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            if err.errno not in (errno.EACCES, errno.EAGAIN):
+                os.close(fd)
+                raise
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "an unnamed job"
             os.close(fd)
             raise RunLockedError(
@@ -63,7 +70,7 @@ class RunLock:
         if self._fd is None:
             return
         os.ftruncate(self._fd, 0)  # a clean end leaves no holder to name
-        os.close(self._fd)  # closing the descriptor releases the flock
+        os.close(self._fd)  # closing the descriptor releases the lock
         self._fd = None
 
 

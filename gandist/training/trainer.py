@@ -293,5 +293,6 @@ class Trainer:
                 "entity": tracking.entity,
                 "group": tracking.group,
                 "tags": list(tracking.tags),
+                **record.wandb_privacy(),
             },
         )
