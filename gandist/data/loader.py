@@ -271,9 +271,9 @@ class DataStream:
         num_skipped, num_read = (int(v) for v in self.reduce_sum(local).tolist())
         example = ""
         for url, key, reason in self.counts.drain():
-            where = redact_message(f"{url} key={key or '?'}: {reason}", url)
-            example = example or where
-            log.warning("data/skipped: rank %d shard %s", self.rank, where)
+            shard, key, reason = redact_shards(url), key or "?", redact_message(reason, url)
+            example = example or f"{shard} key={key}: {reason}"
+            log.warning("data/skipped: rank %d shard %s key %s: %s", self.rank, shard, key, reason)
         values = {"data/skipped": num_skipped, "data/bad_fraction": num_skipped / max(1, num_read)}
         try:
             check_bad_fraction(num_skipped, num_read, self.cfg.max_bad_fraction, example)
