@@ -61,8 +61,8 @@ class StopRequest:
     until `close()`. A first signal sets a flag; later ones are only logged: a scheduler or a
     launcher agent often sends TERM twice (to the group, then to each rank), and dying of the
     second would lose the checkpoint the first asked for. SIGKILL still stops a run at once.
-    Once a run stopped on a signal, `close()` leaves the handlers in place: the process is on
-    its way out, and a late signal must not turn its clean exit into a death by signal.
+    `close()` restores the previous handlers; an entry point about to exit then calls
+    `ignore_stop_signals`, so a late signal cannot turn its clean exit into a death by signal.
     """
 
     def __init__(
@@ -74,7 +74,6 @@ class StopRequest:
         """Name of the first stop signal this process received, if any."""
         self._previous: dict[int, object] = {}
         self._pid = os.getpid()
-        self._stopping = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> StopRequest:
@@ -89,8 +88,6 @@ class StopRequest:
         return self
 
     def close(self) -> None:
-        if self._stopping and self.received:
-            return  # stopping on a signal: later ones are logged, not fatal, until the exit
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)  # type: ignore[arg-type]
         self._previous.clear()
@@ -126,12 +123,9 @@ class StopRequest:
         """
         local = self.requested_locally() is not None
         if accelerator.num_processes == 1:
-            agreed = local
-        else:
-            flag = torch.tensor([float(local)], device=accelerator.device)
-            agreed = bool(accelerator.reduce(flag, reduction="sum").item() > 0)
-        self._stopping = self._stopping or agreed
-        return agreed
+            return local
+        flag = torch.tensor([float(local)], device=accelerator.device)
+        return bool(accelerator.reduce(flag, reduction="sum").item() > 0)
 
     def acknowledge(self, step: int) -> None:
         """Record in the stop file that the run checkpointed and stopped (main process only)."""
@@ -140,6 +134,13 @@ class StopRequest:
         self.stop_file.parent.mkdir(parents=True, exist_ok=True)
         with self.stop_file.open("a") as f:
             f.write(f"{STOPPED_PREFIX} {step}\n")
+
+
+def ignore_stop_signals() -> None:
+    """For a process whose work is done and saved, about to exit: stop signals are ignored from
+    here on (a scheduler's late TERM must not turn exit code 0 into a death by signal)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 def _die_with_parent() -> None:

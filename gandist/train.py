@@ -17,6 +17,7 @@ from gandist.config import to_yaml
 from gandist.data.shards import expand_shards
 from gandist.distributed import launched_world_size
 from gandist.errors import ConfigError
+from gandist.preemption import ignore_stop_signals
 from gandist.rundir import latest_checkpoint, resolve_resume
 from gandist.training.config import Config, load_config
 from gandist.training.preflight import preflight_data
@@ -95,10 +96,12 @@ def main(argv: list[str] | None = None) -> int:
     from gandist.training.trainer import Trainer  # after validation: keeps config errors fast
 
     try:
-        Trainer(cfg).train()
+        progress = Trainer(cfg).train()
     except run_errors() as err:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 1
+    if progress.step < cfg.train.steps:  # stopped on request and saved: only the exit is left
+        ignore_stop_signals()
     return 0
 
 

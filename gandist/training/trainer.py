@@ -178,10 +178,10 @@ class Trainer:
                 if not last and step % cfg.stop_check_every == 0 and stop.agreed(self.accelerator):
                     self._checkpoint_and_stop(stop)
                     break
+            self.tracker.finish()  # under the stop handlers: a late signal is only logged
         finally:  # an error must not leave this process's signal handlers replaced
             stop.close()
             progress_bar.close()
-        self.tracker.finish()
         if self.is_main:
             log.info("run finished: %s", self.run_dir.resolve())
         return self.progress
