@@ -94,7 +94,11 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if os.getpid() != self._pid:
-            return  # a forked DataLoader worker, before its worker_init_fn: the trainer decides
+            # A forked process that inherited the handler: it dies as before. (DataLoader
+            # workers block stop signals first thing, in `leave_stop_signals_to`.)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         name = signal.Signals(signum).name
         if self.received:
             log.warning(
