@@ -247,7 +247,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_bench_train(args: argparse.Namespace) -> int:
     from gandist.bench.train import bench_train
 
-    bench_train(args.config, args.overrides, steps=args.steps, rounds=args.rounds)
+    bench_train(args.config, args.overrides, steps=args.steps, rounds=args.rounds, data=args.data)
     return 0
 
 
@@ -459,6 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*")
     p.add_argument("--steps", type=int, default=60, help="steps per timed round")
     p.add_argument("--rounds", type=int, default=3, help="alternating rounds of each")
+    p.add_argument("--data", choices=("memory", "stream"), default="memory",
+                   help="memory: the same decoded batches for both loops; stream: both read the shards")  # fmt: skip
     p.set_defaults(func=cmd_bench_train)
     p = bench_sub.add_parser("data", help="stream samples/s against a plain decode loop")
     p.add_argument("shards", nargs="*", help="one or more shard specs (images or audio)")

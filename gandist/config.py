@@ -37,10 +37,17 @@ def merge_layers(
             raise ConfigError(f"cannot parse {path}: {detail}") from None
     for item in overrides:
         require("=" in item, f"override {item!r} must look like key=value (e.g. train.steps=100)")
+    for item in overrides:
+        key = item.split("=", 1)[0]
+        require(
+            key and all(key.split(".")),
+            f"override {item!r} has an empty key; write section.key=value (e.g. train.steps=100)",
+        )
     try:
         layers.append(OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as err:
-        raise ConfigError(f"cannot parse overrides {list(overrides)}: {err}") from None
+    except (YAMLError, OmegaConfBaseException) as err:
+        detail = " ".join(str(err).split())
+        raise ConfigError(f"cannot parse overrides {list(overrides)}: {detail}") from None
 
     merged = OmegaConf.structured(schema)
     for layer in layers:
@@ -49,7 +56,7 @@ def merge_layers(
         except ConfigKeyError as err:
             raise ConfigError(_unknown_key_message(err, schema)) from None
         except ValidationError as err:
-            raise ConfigError(_validation_message(err)) from None
+            raise ConfigError(_validation_message(err, layer)) from None
     return merged
 
 
@@ -96,12 +103,21 @@ def _unknown_key_message(err: ConfigKeyError, schema: type) -> str:
     return f"unknown config key '{full}'{maybe}; accepted {where}: {', '.join(accepted)}"
 
 
-def _validation_message(err: ValidationError) -> str:
-    key = getattr(err, "full_key", "") or "?"
+def _validation_message(err: ValidationError, layer: Any = None) -> str:
+    key = getattr(err, "full_key", "") or _section_given_a_scalar(err, layer) or "?"
     first = str(err).splitlines()[0]
     if "'False'" in first or "'True'" in first:
         first += " (YAML reads yes/no/on/off as booleans: quote the value, or write fp32 for no)"
     return f"bad value for '{key}': {first}"
+
+
+def _section_given_a_scalar(err: ValidationError, layer: Any) -> str | None:
+    """OmegaConf names no key when a whole section is given a scalar (`data=3`): find it."""
+    if not isinstance(layer, DictConfig) or "is not a subclass of" not in str(err):
+        return None
+    section = str(err).split("is not a subclass of ", 1)[1].split(".", 1)[0].lower()
+    scalars = [str(k) for k in layer if not isinstance(layer[k], DictConfig)]
+    return next((k for k in scalars if section.startswith(k.lower())), None)
 
 
 def _field_docs(cls: type) -> dict[str, str]:

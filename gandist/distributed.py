@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import glob
 import os
 import re
 import shutil
@@ -75,11 +76,22 @@ GPU_COUNT_VARIABLES = (
 )
 
 
+def node_has_nvidia_gpus() -> bool:
+    """NVIDIA device files or the driver's nvidia-smi: the node's hardware, whatever torch sees."""
+    return bool(glob.glob("/dev/nvidia[0-9]*")) or shutil.which("nvidia-smi") is not None
+
+
 def allocated_gpus(env: Mapping[str, str] = os.environ) -> str | None:
     """`NAME=value` of the first variable that allocates GPUs to this process, or None.
-    An empty CUDA_VISIBLE_DEVICES, `-1` or `NoDevFiles` (Slurm without GPUs) allocates none."""
+
+    An empty CUDA_VISIBLE_DEVICES, `-1` or `NoDevFiles` (Slurm without GPUs) allocates none.
+    CUDA_VISIBLE_DEVICES alone counts only on a node with NVIDIA hardware: launchers such as
+    `accelerate launch --gpu_ids` set it on CPU-only nodes too. Slurm's GPU variables always count.
+    """
     for name in GPU_INDEX_VARIABLES:
         value = env.get(name, "").strip()
+        if name == "CUDA_VISIBLE_DEVICES" and not node_has_nvidia_gpus():
+            continue
         if value and value not in ("-1", "NoDevFiles", "none"):
             return f"{name}={value}"
     for name in GPU_COUNT_VARIABLES:

@@ -20,11 +20,19 @@ class Objective:
 
     `d_loss(real_logits, fake_logits)` is minimised by the discriminator and
     `g_loss(fake_logits)` by the generator. Logits are raw D outputs of shape [B].
-    Metrics are detached scalars for logging.
+    Metrics are detached scalars for logging: every D loss logs `real_logit` and `fake_logit`,
+    the mean raw D output on each side; only the logistic (nonsaturating) loss, whose D output
+    is a log-odds, also logs `d_real` and `d_fake`, the mean probability D gives each side of
+    being real. Hinge, least-squares and Wasserstein outputs are scores, not log-odds: a sigmoid
+    of them would be a number that means nothing.
     """
 
     d_loss: Callable[[torch.Tensor, torch.Tensor], LossAndMetrics]
     g_loss: Callable[[torch.Tensor], LossAndMetrics]
+
+
+def _mean_logits(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> Metrics:
+    return {"real_logit": real_logits.mean().detach(), "fake_logit": fake_logits.mean().detach()}
 
 
 def nonsaturating_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> LossAndMetrics:
@@ -32,7 +40,7 @@ def nonsaturating_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -
     # written with softplus so it stays finite for large logits and under autocast.
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     loss = F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
-    metrics = {
+    metrics = _mean_logits(real_logits, fake_logits) | {
         "d_real": torch.sigmoid(real_logits).mean().detach(),
         "d_fake": torch.sigmoid(fake_logits).mean().detach(),
     }
@@ -56,8 +64,7 @@ def hinge_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> LossAn
     # classifies confidently and spends its capacity on the hard samples.
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     loss = F.relu(1.0 - real_logits).mean() + F.relu(1.0 + fake_logits).mean()
-    metrics = {"d_real": real_logits.mean().detach(), "d_fake": fake_logits.mean().detach()}
-    return loss, metrics
+    return loss, _mean_logits(real_logits, fake_logits)
 
 
 def hinge_g_loss(fake_logits: torch.Tensor) -> LossAndMetrics:
@@ -69,7 +76,7 @@ def wasserstein_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> 
     # when D is 1-Lipschitz (weight clipping or a gradient penalty keeps it so).
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     distance = real_logits.mean() - fake_logits.mean()
-    return -distance, {"wasserstein": distance.detach()}
+    return -distance, _mean_logits(real_logits, fake_logits) | {"wasserstein": distance.detach()}
 
 
 def wasserstein_g_loss(fake_logits: torch.Tensor) -> LossAndMetrics:
@@ -80,8 +87,7 @@ def least_squares_d_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -
     # LSGAN (Mao et al., 2017) with targets 1 (real) and 0 (fake); the 1/2 is the paper's.
     real_logits, fake_logits = real_logits.float(), fake_logits.float()
     loss = 0.5 * ((real_logits - 1.0).square().mean() + fake_logits.square().mean())
-    metrics = {"d_real": real_logits.mean().detach(), "d_fake": fake_logits.mean().detach()}
-    return loss, metrics
+    return loss, _mean_logits(real_logits, fake_logits)
 
 
 def least_squares_g_loss(fake_logits: torch.Tensor) -> LossAndMetrics:

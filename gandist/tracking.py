@@ -175,7 +175,7 @@ class Tracker:
     """
 
     def __init__(self, accelerator: Accelerator, run_dir: Path, use_wandb: bool) -> None:
-        self.accelerator = accelerator
+        self.accelerator, self.mode = accelerator, "disabled"
         self.run_dir = Path(run_dir)
         self.use_wandb = use_wandb
 
@@ -187,12 +187,20 @@ class Tracker:
     def start(self, project: str, config: dict[str, Any], wandb_kwargs: dict[str, Any]) -> None:
         init_kwargs: dict[str, Any] = {}
         if self.use_wandb and self.accelerator.is_main_process:
+            import wandb
+
+            self.mode = wandb_mode()
             init_kwargs["wandb"] = {
                 "dir": str(self.run_dir),
-                "mode": wandb_mode(),
+                "mode": self.mode,
                 # One wandb run per run directory: a resumed job appends to it.
                 "id": wandb_run_id(self.run_dir),
                 "resume": "allow",
+                # wandb's own 30-line banners only when asked (WANDB_SILENT=false); the run's
+                # start-up summary and the line at the end say where to look.
+                "settings": wandb.Settings(
+                    silent=os.environ.get("WANDB_SILENT", "").lower() != "false"
+                ),
                 **wandb_kwargs,
             }
         self.accelerator.init_trackers(project, config=config, init_kwargs=init_kwargs)
@@ -211,4 +219,12 @@ class Tracker:
         return path
 
     def finish(self) -> None:
+        where = None
+        if self.use_wandb and self.accelerator.is_main_process:
+            run = getattr(self.accelerator.get_tracker("wandb"), "run", None)
+            where = Path(run.dir).parent if run is not None and run.dir else None
         self.accelerator.end_training()
+        if where is not None and self.mode == "offline":
+            log.info("wandb run saved offline in %s; upload it with `wandb sync %s`", where, where)
+        elif where is not None:
+            log.info("wandb run: %s", where)

@@ -56,3 +56,53 @@ def test_bench_data_prints_stream_against_plain_for_each_worker_count_and_transp
     readers = bench_readers([str(glyph_shards)], num_members=64, rounds=1)
     assert [r["reader"] for r in readers] == ["tarfile", "webdataset", "gandist"]
     assert readers[-1]["x_gandist"] == 1.0 and all(r["us_per_member"] > 0 for r in readers)
+
+
+def test_bench_families_times_each_config_on_two_ranks_and_prints_consistent_rows(
+    capfd: pytest.CaptureFixture,
+) -> None:
+    tiny = ["train.batch_size=4", "model.latent_dim=8", "model.g_width=4", "model.d_width=4"]
+    args = ["bench", "families", "configs/mlp.yaml", "configs/wgan-gp.yaml", "--steps", "2"]
+    assert cli.main([*args, "--warmup", "0", "--set", *tiny]) == 0  # --num-processes auto
+    lines = capfd.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("training throughput"))
+    assert lines[start].startswith("training throughput, 2 CPU ranks")  # auto: 2 gloo ranks
+    rows = {
+        line.split()[0]: line.split()
+        for line in lines[start:]
+        if line.split()[:1] in (["mlp"], ["wgan-gp"])
+    }
+    assert set(rows) == {"mlp", "wgan-gp"}, lines
+    for config, n_critic in (("mlp", 1), ("wgan-gp", 5)):
+        _, model, precision, batch, critic, step_s, g_per_s, d_per_s = rows[config]
+        assert (model, precision, int(batch), int(critic)) == (config, "fp32", 4, n_critic)
+        # Printed to 1 ms and to 0.1 img/s: G img/s x s/step = batch, up to that rounding.
+        assert float(step_s) > 0
+        rounding = 0.0005 / float(step_s) + 0.05 / float(g_per_s) + 0.001
+        assert float(g_per_s) * float(step_s) == pytest.approx(4, rel=rounding)
+        # Both printed to 0.1: D real img/s = n_critic x G img/s up to that rounding.
+        assert float(d_per_s) == pytest.approx(
+            n_critic * float(g_per_s), abs=0.05 * n_critic + 0.05
+        )
+
+
+@pytest.mark.slow
+def test_bench_fid_scores_torch_fidelity_and_the_sharded_path_with_inception(
+    capfd: pytest.CaptureFixture,
+) -> None:
+    """Tiny sizes, yet 50 s on 2 idle cores (140 s loaded): 3 processes each load InceptionV3 and
+    take a 2048-wide FID, whose eigendecomposition alone is several seconds."""
+    args = ["bench", "fid", "--num", "2", "--num-real", "2", "--ranks", "1", "--batch-size", "2"]
+    assert cli.main(args) == 0
+    lines = capfd.readouterr().out.splitlines()
+    rows = [line.rsplit(maxsplit=6) for line in lines if line.startswith(("torch-", "gandist s"))]
+    assert [row[0].strip() for row in rows] == [
+        "torch-fidelity calculate_metrics",
+        "gandist sharded",
+    ]
+    base_s = float(rows[0][3])
+    for _, ranks, threads, score_s, per_s, speedup, fid in rows:
+        assert int(ranks) == 1 and int(threads) >= 1
+        assert float(per_s) == pytest.approx(2 / float(score_s), rel=0.1, abs=0.06)
+        assert float(speedup.rstrip("x")) == pytest.approx(base_s / float(score_s), rel=0.1)
+        assert 0 < float(fid) < float("inf")

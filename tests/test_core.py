@@ -239,3 +239,52 @@ def test_stop_and_resume_is_bit_exact_on_two_ranks(tmp_path: Path, glyph_shards:
         report = json.loads((tmp_path / f"report-{rank}.json").read_text())
         assert report["stopped_at"] == 3 and report["resumed_to"] == 6
         assert report["differences"] == [], report["differences"]
+
+
+def test_a_run_prints_one_startup_summary(
+    tmp_path: Path, glyph_shards: Path, capsys: pytest.CaptureFixture
+) -> None:
+    Trainer(load_config(None, overrides(tmp_path / "run", glyph_shards))).train()
+    out = capsys.readouterr().out
+    assert out.count("gandist: run run in") == 1
+    assert f"image shards {glyph_shards}: 8 shards, 256 samples at 32 px" in out
+    assert "model dcgan (generator " in out and "discriminator " in out
+    assert "ranks 1 x batch 8 on cpu, precision fp32" in out
+
+
+def test_a_saturated_discriminator_warns_once_naming_the_remedies() -> None:
+    from gandist.training.console import SaturationWatch
+
+    winning = {"train/d_real": 0.99, "train/d_fake": 0.01}
+    collapsed = {"train/sample_diversity": 0.05, "train/real_diversity": 0.8}
+    watch = SaturationWatch(patience=3)
+    assert [watch.update(winning | collapsed, step) for step in (1, 2)] == [None, None]
+    warning = watch.update(winning | collapsed, 3)
+    assert warning and "train.augment" in warning and "optim.d_lr" in warning
+    assert "reg.r1_gamma" in warning
+    assert watch.update(winning | collapsed, 4) is None  # once
+    # A confident D whose G still covers the data is no reason to warn, nor a short streak.
+    diverse = {"train/sample_diversity": 0.7, "train/real_diversity": 0.8}
+    calm = SaturationWatch(patience=3)
+    assert [calm.update(winning | diverse, s) for s in range(10)] == [None] * 10
+    broken = SaturationWatch(patience=3)
+    steps = [winning | collapsed, winning | collapsed, {}, winning | collapsed]
+    assert [broken.update(v, s) for s, v in enumerate(steps)] == [None] * 4
+    # Losses that log logits (hinge, least squares) use the logit margin instead.
+    margin = {"train/real_logit": 4.0, "train/fake_logit": -4.0}
+    logits = SaturationWatch(patience=1)
+    assert logits.update(margin | collapsed, 1) is not None
+
+
+def test_a_resume_typo_names_the_accepted_values(tmp_path: Path, glyph_shards: Path) -> None:
+    result = run(
+        [sys.executable, "-m", "gandist.train", "configs/dcgan.yaml",
+         *overrides(tmp_path / "run", glyph_shards), "resume=lastest"],
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "gandist: error: resume='lastest' does not exist; use resume=latest (newest checkpoint, "
+        "or a fresh start), a checkpoint folder or a run directory"
+    ]
+    assert not (tmp_path / "run").exists()

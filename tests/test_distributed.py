@@ -242,17 +242,21 @@ def test_allocated_gpus_without_usable_cuda_stop_with_torch_and_driver_versions(
         assert str(torch.version.cuda or "CPU-only") in message
         assert "driver 535.104.05 (supports CUDA 12.2)" in message
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(distributed.glob, "glob", lambda pattern: [])
     with pytest.raises(distributed.CudaUnavailableError, match="no nvidia-smi on PATH"):
-        distributed.check_cuda_usable({"CUDA_VISIBLE_DEVICES": "0"})
+        distributed.check_cuda_usable({"SLURM_STEP_GPUS": "0"})
+    # A launcher sets CUDA_VISIBLE_DEVICES on CPU-only nodes too (accelerate's --gpu_ids): with
+    # no NVIDIA hardware on the node it allocates nothing, and CPU ranks train.
+    distributed.check_cuda_usable({"CUDA_VISIBLE_DEVICES": "0"})
 
 
 def test_build_accelerator_refuses_a_node_whose_gpus_torch_cannot_use(tmp_path: Path) -> None:
-    """The real check in a fresh process, where CUDA_VISIBLE_DEVICES names a GPU."""
+    """The real check in a fresh process, where Slurm allocated a GPU torch cannot use."""
 
     if torch.cuda.is_available():
         pytest.skip("CUDA works here: nothing to refuse")
     code = "from gandist.distributed import build_accelerator; build_accelerator('fp32')"
-    env = os.environ | {"CUDA_VISIBLE_DEVICES": "0", "PYTHONPATH": str(Path(__file__).parents[1])}
+    env = os.environ | {"SLURM_STEP_GPUS": "0", "PYTHONPATH": str(Path(__file__).parents[1])}
     done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert done.returncode != 0
-    assert "CudaUnavailableError: GPUs were allocated (CUDA_VISIBLE_DEVICES=0)" in done.stderr
+    assert "CudaUnavailableError: GPUs were allocated (SLURM_STEP_GPUS=0)" in done.stderr

@@ -8,12 +8,15 @@ import itertools
 import json
 import math
 import sys
+import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile
 import torch
 import webdataset as wds
+from PIL import Image
 from torch.utils.data import Dataset
 from torchvision.transforms.functional import pil_to_tensor
 
@@ -161,14 +164,17 @@ def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
     # One image and one audio reference.
     assert len(list(cache.glob("reference-*.safetensors"))) == 2
 
-    # torch-fidelity alone, in this one process, on the same generated and real samples.
+    # torch-fidelity alone, in this one process, on the same generated and real samples, read
+    # from PNG folders by its own loader: the fakes come from calling the generator and a plain
+    # numpy conversion, the reals are the shards' PNG members as they lie in the tar files, so a
+    # wrong [-1, 1] -> uint8 conversion or real-image decoding in gandist cannot match.
     cfg = eval_config(str(random_extractor), str(cache), num_fake, num_real)
-    generator = tiny_generator().eval()
     latents, _ = evaluation_latents(num_fake, 16, 0, cfg.seed)
     with torch.no_grad():
-        fakes = to_extractor_input(generate(generator, latents))
-    real_images = first_real_images(glyph_shards, num_real)
-    assert_equal_to_torch_fidelity(report["results"], fakes, real_images, random_extractor, cfg)
+        raw = tiny_generator().eval()(latents).numpy()  # [N, 3, 32, 32] in about [-1, 1]
+    fake_dir = write_pngs_by_hand(raw, tmp_path / "fakes")
+    real_dir = copy_png_members(glyph_shards, num_real, tmp_path / "reals")
+    assert_equal_to_torch_fidelity(report["results"], fake_dir, real_dir, random_extractor, cfg)
 
     # Audio: generated clips [B, 1, L] and the real tones, through the registered audio extractor.
     assert report["audio_num_real"] == num_real
@@ -184,20 +190,54 @@ def test_sharded_fid_kid_is_on_two_ranks_equal_torch_fidelity_calculate_metrics(
     )
 
 
+def write_pngs_by_hand(samples: np.ndarray, folder: Path) -> Path:
+    """Float images [N, C, H, W] in [-1, 1] -> 8-bit PNGs named in order, by numpy and PIL alone."""
+    folder.mkdir()
+    pixels = np.clip(np.rint((samples.astype(np.float32) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+    for index, image in enumerate(pixels):
+        Image.fromarray(image.transpose(1, 2, 0)).save(folder / f"{index:06d}.png")
+    return folder
+
+
+def copy_png_members(shards: Path, num: int, folder: Path) -> Path:
+    """The first `num` PNG members of the sorted .tar shards, copied byte for byte by tarfile."""
+    folder.mkdir()
+    index = 0
+    for path in sorted(shards.glob("*.tar")):
+        with tarfile.open(path) as archive:
+            for member in archive.getmembers():
+                if member.name.endswith(".png") and index < num:
+                    data = archive.extractfile(member).read()
+                    (folder / f"{index:06d}.png").write_bytes(data)
+                    index += 1
+    assert index == num
+    return folder
+
+
 def assert_equal_to_torch_fidelity(
-    ours: dict, fakes: torch.Tensor, reals: torch.Tensor, weights: Path, cfg
+    ours: dict,
+    fakes: torch.Tensor | Path,
+    reals: torch.Tensor | Path,
+    weights: Path,
+    cfg,
 ) -> None:
-    """Our sharded results equal torch-fidelity's single-process calculate_metrics (1e-4 rel)."""
+    """Our sharded results equal torch-fidelity's single-process calculate_metrics (1e-4 rel).
+
+    Samples are tensors, or folders of images that torch-fidelity reads with its own loader."""
     from torch_fidelity import calculate_metrics
 
+    def as_input(samples: torch.Tensor | Path) -> Samples | str:
+        return str(samples) if isinstance(samples, Path) else Samples(samples)
+
     expected = calculate_metrics(
-        input1=Samples(fakes), input2=Samples(reals),
+        input1=as_input(fakes), input2=as_input(reals),
         cuda=False, fid=True, kid=True, isc=True, verbose=False, cache=False, save_cpu_ram=True,
         feature_extractor=DOMAIN, feature_extractor_weights_path=str(weights),
         batch_size=cfg.batch_size, kid_subsets=cfg.kid_subsets,
         kid_subset_size=cfg.kid_subset_size, isc_splits=cfg.isc_splits,
     )  # fmt: skip
-    assert ours["eval/num_samples"] == len(fakes)
+    num_fakes = len(list(fakes.iterdir())) if isinstance(fakes, Path) else len(fakes)
+    assert ours["eval/num_samples"] == num_fakes
     assert ours["eval/fid"] == pytest.approx(expected["frechet_inception_distance"], rel=1e-4)
     assert ours["eval/kid"] == pytest.approx(expected["kernel_inception_distance_mean"], rel=1e-4)
     assert ours["eval/kid_std"] == pytest.approx(

@@ -110,8 +110,29 @@ def test_stylegan2_mixing_and_mapping() -> None:
     generator.style_mixing_prob = 1.0
     mixed = generator.synthesis(generator._mix_styles(z, generator.mapping(z)))
     assert not torch.allclose(unmixed, mixed)
-    # Eval mode uses fixed noise: the same latents give the same images.
+    # Eval mode does not mix styles: the same latents give the same images.
     assert torch.equal(generator(z), unmixed)
+
+
+def test_stylegan2_eval_mode_uses_its_fixed_noise_and_training_fresh_noise() -> None:
+    cfg = ModelConfig(name="stylegan2", latent_dim=8, g_width=4, d_width=4, mapping_layers=2)
+    generator, _ = _build(cfg, 16, 3)
+    generator.style_mixing_prob = 0.0
+    layers = [m for m in generator.modules() if hasattr(m, "noise_const")]
+    assert len(layers) >= 2
+    with torch.no_grad():
+        for layer in layers:  # noise strength starts at 0; turn the noise on
+            layer.noise_strength.fill_(0.5)
+    z = torch.randn(2, 8)
+    with torch.no_grad():
+        generator.train()
+        assert not torch.allclose(generator(z), generator(z))  # fresh noise every call
+        generator.eval()
+        fixed = generator(z)
+        assert torch.equal(generator(z), fixed)
+        for layer in layers:  # the eval output is made with the stored noise
+            layer.noise_const.normal_()
+        assert not torch.allclose(generator(z), fixed)
 
 
 def test_sample_class_labels() -> None:

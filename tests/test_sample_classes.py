@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -63,11 +64,14 @@ def test_names_stored_in_the_run_outlive_its_shards(
     trained: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
     run_dir, shards = trained
+    assert json.loads((run_dir / CLASSES_FILE).read_text()) == ["circles", "squares", "triangles"]
     moved = tmp_path / "moved-run"
     shutil.copytree(run_dir, moved)
     for config in moved.rglob("config.yaml"):  # as if the shards were deleted after training
         config.write_text(config.read_text().replace(str(shards), str(tmp_path / "gone")))
     capsys.readouterr()
+    assert sample(moved, "triangles", tmp_path / "kept.png") == 0  # the Trainer stored them
+    (moved / CLASSES_FILE).unlink()  # a run from before names were stored
     assert sample(moved, "triangles", tmp_path / "x.png") == 2
     assert "class names of this run are unknown" in capsys.readouterr().err
     assert sample(moved, "2", tmp_path / "index.png") == 0

@@ -12,17 +12,20 @@ and it is the kind NFS servers enforce across hosts.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
 import logging
 import os
 import socket
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 from accelerate import Accelerator
 
+from gandist.distributed import watch_ranks
 from gandist.rundir import lock_path
 
 log = logging.getLogger(__name__)
@@ -91,3 +94,15 @@ def lock_run_dir(accelerator: Accelerator, run_dir: str | os.PathLike) -> RunLoc
     if error is not None:
         raise error
     return lock
+
+
+@contextlib.contextmanager
+def exclusive_run(accelerator: Accelerator, run_dir: str | os.PathLike) -> Iterator[None]:
+    """Train inside: the run directory locked for this job (`lock_run_dir`), and a collective
+    that fails because a rank was lost turned into RankLostError naming it (`watch_ranks`)."""
+    lock = lock_run_dir(accelerator, run_dir)
+    try:
+        with watch_ranks():
+            yield
+    finally:
+        lock.release()

@@ -16,7 +16,7 @@ from gandist.config import to_yaml
 from gandist.data.classes import save_class_names
 from gandist.data.health import BadDataError
 from gandist.data.loader import Batches, BatchStream
-from gandist.distributed import build_accelerator, derive_seed, resolve_mixed_precision, watch_ranks
+from gandist.distributed import build_accelerator, derive_seed, resolve_mixed_precision
 from gandist.registry import ALGORITHMS
 from gandist.rundir import write_run_files
 from gandist.tracking import Tracker
@@ -24,8 +24,9 @@ from gandist.training import run_record as record
 from gandist.training.algorithm import Phase, Runtime
 from gandist.training.checkpointing import Checkpointer, Progress, RngState
 from gandist.training.config import Config
+from gandist.training.console import SaturationWatch, data_note, run_facts, startup_summary
 from gandist.training.evaluation import TrainingEvaluation
-from gandist.training.runlock import lock_run_dir
+from gandist.training.runlock import exclusive_run
 from gandist.training.updater import NonFiniteGuard, prepare_updaters
 from gandist.training.window import MetricWindow
 
@@ -76,6 +77,7 @@ class Trainer:
             acc, self.run_dir, self.config_yaml, cfg.train.checkpoints_total_limit
         )
         self.guard = NonFiniteGuard(cfg.train.max_bad_steps, warn=self.precision != "fp16")
+        self.saturation = SaturationWatch()
 
     # ---- construction -------------------------------------------------------------------
 
@@ -135,12 +137,9 @@ class Trainer:
 
     def train(self) -> Progress:
         """Run until `train.steps`, resuming first if asked; returns the final counters."""
-        lock = lock_run_dir(self.accelerator, self.run_dir)  # before anything is written there
-        try:
-            with watch_ranks():  # a collective failed by a lost rank names that rank
-                return self._train()
-        finally:
-            lock.release()
+        # One job per run directory (locked before anything is written); a lost rank is named.
+        with exclusive_run(self.accelerator, self.run_dir):
+            return self._train()
 
     def _train(self) -> Progress:
         cfg = self.cfg.train
@@ -219,6 +218,8 @@ class Trainer:
             self.tracker.log_scalars(values | err.values, self.progress.step)
             raise
         self.tracker.log_scalars(values, self.progress.step)
+        if (warning := self.saturation.update(values, self.progress.step)) and self.is_main:
+            log.warning("%s", warning)
         window.clear()
         return values
 
@@ -279,20 +280,13 @@ class Trainer:
             log.info("resumed from %s at step %d", path, self.progress.step)
 
     def _start_tracking(self) -> None:
-        acc, step = self.accelerator, self.progress.step
-        run_info = record.run_info(acc, self.cfg, self.precision, self.batch_per_rank, step)
+        acc, cfg = self.accelerator, self.cfg
+        run_info = run_facts(acc, cfg, self.precision, self.batch_per_rank, self.progress.step)
         if self.is_main:
             write_run_files(self.run_dir, self.config_yaml, run_info)
-            save_class_names(self.run_dir, self.cfg.data.shards)
-        tracking = self.cfg.tracking
-        self.tracker.start(
-            tracking.project,
-            config=record.tracked_config(self.cfg, run_info),
-            wandb_kwargs={
-                "name": self.cfg.run_name,
-                "entity": tracking.entity,
-                "group": tracking.group,
-                "tags": list(tracking.tags),
-                **record.wandb_privacy(),
-            },
-        )
+            save_class_names(self.run_dir, cfg.data.shards)
+        config, wandb_kwargs = record.tracked_config(cfg, run_info), record.wandb_kwargs(cfg)
+        self.tracker.start(cfg.tracking.project, config=config, wandb_kwargs=wandb_kwargs)
+        if self.is_main:
+            networks = {name: self.algorithm.local(name) for name in self.algorithm.networks}
+            print(startup_summary(run_info, cfg, networks, data_note(cfg.data)), flush=True)
