@@ -342,6 +342,7 @@ def cmd_bench_families(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
+    from gandist.distributed import CudaUnavailableError
     from gandist.runs.evaluate import evaluate_checkpoint
     from gandist.train import configure_logging
 
@@ -351,6 +352,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except ValueError as err:  # ConfigError is a ValueError
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
+    except CudaUnavailableError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(record, indent=2))
     return 0

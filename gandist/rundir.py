@@ -5,6 +5,7 @@ A run directory looks like this; nothing else in gandist spells these names:
 runs/NAME/
   config.yaml          the resolved config of the latest launch
   run.json             how it was launched (world size, device, precision, versions)
+  run.lock             held by the job training in it (host, pid, start): one job at a time
   metrics.jsonl        one JSON line per scalar log: {"step": 20, "train/d_loss": ...}
   wandb_run_id         the wandb run this directory logs to (a resumed job appends to it)
   samples/step-N.png   sample grids from fixed latents (the EMA's when there is one; audio runs:
@@ -36,12 +37,18 @@ CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_run_id"
+LOCK_FILE = "run.lock"
 SAMPLES = "samples"
 MAIN_SAMPLES = "samples"  # the main grid's name; others (`samples_raw`) get their own folder
 RESUME_CHOICES = (
     "resume=latest (newest checkpoint, or a fresh start), a checkpoint folder or a run directory"
 )
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def lock_path(run_dir: str | os.PathLike) -> Path:
+    """The file a training job holds locked while it trains in `run_dir`."""
+    return Path(run_dir) / LOCK_FILE
 
 
 def checkpoint_root(run_dir: str | os.PathLike) -> Path:

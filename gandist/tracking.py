@@ -257,6 +257,7 @@ class Tracker:
 
     def start(self, project: str, config: dict[str, Any], wandb_kwargs: dict[str, Any]) -> None:
         init_kwargs: dict[str, Any] = {}
+        extra = dict(wandb_kwargs)  # `disable_meta`: no command line or host facts recorded
         if self.use_wandb and self.accelerator.is_main_process:
             import wandb
 
@@ -270,9 +271,10 @@ class Tracker:
                 # wandb's own 30-line banners only when asked (WANDB_SILENT=false); the run's
                 # start-up summary and the line at the end say where to look.
                 "settings": wandb.Settings(
-                    silent=os.environ.get("WANDB_SILENT", "").lower() != "false"
+                    silent=os.environ.get("WANDB_SILENT", "").lower() != "false",
+                    x_disable_meta=bool(extra.pop("disable_meta", False)),
                 ),
-                **wandb_kwargs,
+                **extra,
             }
         self.accelerator.init_trackers(project, config=config, init_kwargs=init_kwargs)
         if self.use_wandb and self.accelerator.is_main_process:

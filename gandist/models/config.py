@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gandist.errors import require as _require
+from gandist.errors import require_finite
 
 
 @dataclass
@@ -34,6 +35,7 @@ class ModelConfig:
         _require(
             self.phase_shuffle >= 0, f"model.phase_shuffle must be >= 0, got {self.phase_shuffle}"
         )
+        require_finite(self, "model")
         _require(self.latent_dim >= 1, f"model.latent_dim must be >= 1, got {self.latent_dim}")
         _require(self.g_width >= 1, f"model.g_width must be >= 1, got {self.g_width}")
         _require(self.d_width >= 1, f"model.d_width must be >= 1, got {self.d_width}")

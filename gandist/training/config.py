@@ -15,7 +15,7 @@ from typing import Literal
 
 from gandist.config import merge_layers, reference_markdown, to_object
 from gandist.data.config import DataConfig
-from gandist.errors import ConfigError
+from gandist.errors import ConfigError, require_finite
 from gandist.errors import require as _require
 from gandist.metrics.config import EvalConfig
 from gandist.models.config import ModelConfig
@@ -42,6 +42,7 @@ class OptimConfig:
     """Clip each network's gradient norm to this value before its step; 0 disables clipping."""
 
     def __post_init__(self) -> None:
+        require_finite(self, "optim")
         _require(self.g_lr > 0 and self.d_lr > 0, "optim.g_lr and optim.d_lr must be > 0")
         _require(
             all(0.0 <= b < 1.0 for b in self.betas),
@@ -101,8 +102,11 @@ class TrainConfig:
     stop_check_every: int = 10
     """Steps between the ranks' check for a stop request (SIGTERM, or the stop file the Slurm
     script writes on USR1): one all-reduce of a flag; the run checkpoints and exits at that step."""
+    dist_timeout_s: float = 300.0
+    """Seconds a collective waits for a rank that is stuck or gone before the others stop with an error naming it (gloo's own default is 30 minutes)."""
 
     def __post_init__(self) -> None:
+        require_finite(self, "train")
         for key in ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
             value = getattr(self, key)
             _require(value >= 1, f"train.{key} must be >= 1, got {value}")
@@ -127,6 +131,11 @@ class TrainConfig:
             self.stop_check_every >= 1,
             f"train.stop_check_every must be >= 1, got {self.stop_check_every}",
         )
+        _require(0 <= self.seed < 2**63, f"train.seed must be in [0, 2**63), got {self.seed}")
+        _require(
+            self.dist_timeout_s > 0,
+            f"train.dist_timeout_s must be > 0 seconds, got {self.dist_timeout_s}",
+        )
 
 
 @dataclass
@@ -147,6 +156,7 @@ class RegConfig:
     """WGAN: clamp every D parameter to [-c, c] after each D step (0.01 in the paper); 0 disables."""
 
     def __post_init__(self) -> None:
+        require_finite(self, "reg")
         for key in ("gp_weight", "r1_gamma", "pl_weight", "ortho_weight", "weight_clip"):
             value = getattr(self, key)
             _require(value >= 0, f"reg.{key} must be >= 0, got {value}")
@@ -254,7 +264,14 @@ def check_names(cfg: Config) -> None:
             f"train.algorithm=cyclegan translates images; got data.kind={cfg.data.kind}"
         )
     check_data_kind(cfg)
-    validate = getattr(MODELS.get(cfg.model.name), "validate", None)
+    family = MODELS.get(cfg.model.name)
+    if cfg.model.num_classes and not getattr(family, "conditional", False):
+        raise ConfigError(
+            f"model.num_classes={cfg.model.num_classes} but model.name={cfg.model.name} is "
+            "unconditional (it ignores labels): set model.num_classes=0, or choose a "
+            "class-conditional family (conditional, biggan)"
+        )
+    validate = getattr(family, "validate", None)
     if validate is not None:
         validate(cfg.model, cfg.data.resolution, cfg.data.channels)
 
@@ -309,6 +326,18 @@ def check_data_kind(cfg: Config) -> None:
             f"model.audio_length={cfg.model.audio_length} but data.length={cfg.data.length}: "
             "the model generates clips as long as the ones it trains on; set both to the same"
         )
+
+
+def config_warnings(cfg: Config) -> list[str]:
+    """Settings that run but are most likely a mistake, for the start-up summary."""
+    warnings = []
+    if cfg.train.loss == "wasserstein" and not (cfg.reg.gp_weight > 0 or cfg.reg.weight_clip > 0):
+        warnings.append(
+            "train.loss=wasserstein without a Lipschitz constraint on D: set reg.gp_weight "
+            "(WGAN-GP, 10) or reg.weight_clip (WGAN, 0.01); otherwise the critic's outputs grow "
+            "without bound"
+        )
+    return warnings
 
 
 def load_config(

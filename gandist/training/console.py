@@ -31,6 +31,7 @@ def run_facts(
         "precision": precision,
         "batch_per_rank": batch_per_rank,
         "resumed_at_step": step,
+        "data_shards": redact_shards(cfg.data.shards),  # credentials never reach run.json
         "gandist": __version__,
         "torch": torch.__version__,
         "git_commit": git_commit(),

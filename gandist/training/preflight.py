@@ -18,7 +18,7 @@ from typing import Any
 from gandist.data.shards import expand_shards, is_remote, read_manifest
 from gandist.data.tar import tar_members
 from gandist.errors import ConfigError
-from gandist.training.config import KIND_NOUNS, Config, a_family, family_kind
+from gandist.training.config import KIND_NOUNS, Config, a_family, config_warnings, family_kind
 
 PEEK_SAMPLES = 64
 """Samples read from the first shard of a folder without a manifest."""
@@ -266,9 +266,12 @@ NOTES_SHOWN_ENV = "GANDIST_DATA_NOTES_SHOWN"
 
 
 def preflight_data(cfg: Config) -> None:
-    """`check_data_fits`, printing its notes once per launch (not once per rank) on stderr."""
+    """`check_data_fits`, printing its notes (and the config's warnings) once per launch (not
+    once per rank) on stderr."""
     notes = check_data_fits(cfg)
     if os.environ.get(NOTES_SHOWN_ENV) or os.environ.get("RANK", "0") != "0":
         return
+    for warning in config_warnings(cfg):
+        print(f"gandist: warning: {warning}", file=sys.stderr)
     for note in notes:
         print(f"gandist: note: {note}", file=sys.stderr)

@@ -11,7 +11,7 @@ import torch
 
 from gandist import preemption
 from gandist.checkpoint import mark_best
-from gandist.config import to_dict, to_yaml
+from gandist.config import to_yaml
 from gandist.data.classes import save_class_names
 from gandist.data.health import BadDataError
 from gandist.data.loader import Batches, BatchStream
@@ -19,6 +19,7 @@ from gandist.distributed import build_accelerator, derive_seed, resolve_mixed_pr
 from gandist.registry import ALGORITHMS
 from gandist.rundir import write_run_files
 from gandist.tracking import Tracker
+from gandist.training import run_record as record
 from gandist.training.algorithm import Phase, Runtime
 from gandist.training.checkpointing import Checkpointer, Progress, RngState
 from gandist.training.config import Config
@@ -27,10 +28,10 @@ from gandist.training.console import (
     data_note,
     run_facts,
     startup_summary,
-    wandb_run_kwargs,
 )
 from gandist.training.evaluation import TrainingEvaluation
 from gandist.training.progress import ProgressReport
+from gandist.training.runlock import exclusive_run
 from gandist.training.updater import NonFiniteGuard, prepare_updaters
 from gandist.training.window import MetricWindow
 
@@ -48,7 +49,9 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir)
         self.accelerator = build_accelerator(
-            cfg.train.mixed_precision, log_with=Tracker.log_with(self.run_dir, cfg.tracking.wandb)
+            cfg.train.mixed_precision,
+            log_with=Tracker.log_with(self.run_dir, cfg.tracking.wandb),
+            timeout_s=cfg.train.dist_timeout_s,
         )
         acc = self.accelerator
         self.precision = resolve_mixed_precision(cfg.train.mixed_precision)
@@ -140,6 +143,11 @@ class Trainer:
 
     def train(self) -> Progress:
         """Run until `train.steps`, resuming first if asked; returns the final counters."""
+        # One job per run directory (locked before anything is written); a lost rank is named.
+        with exclusive_run(self.accelerator, self.run_dir):
+            return self._train()
+
+    def _train(self) -> Progress:
         cfg = self.cfg.train
         self._resume()
         self._start_tracking()
@@ -169,10 +177,10 @@ class Trainer:
                 if not last and step % cfg.stop_check_every == 0 and stop.agreed(self.accelerator):
                     self._checkpoint_and_stop(stop)
                     break
+            self.tracker.finish()  # under the stop handlers: a late signal is only logged
         finally:  # an error must not leave this process's signal handlers replaced
             stop.close()
             report.close()
-        self.tracker.finish()
         if self.is_main:
             log.info("run finished: %s", self.run_dir.resolve())
         return self.progress
@@ -279,12 +287,8 @@ class Trainer:
         if self.is_main:
             write_run_files(self.run_dir, self.config_yaml, run_info)
             save_class_names(self.run_dir, cfg.data.shards)
-        tracking = cfg.tracking
-        self.tracker.start(
-            tracking.project,
-            config=to_dict(cfg) | {"world_size": run_info["world_size"], "run": run_info},
-            wandb_kwargs=wandb_run_kwargs(cfg),
-        )
+        config, wandb_kwargs = record.tracked_config(cfg, run_info), record.wandb_kwargs(cfg)
+        self.tracker.start(cfg.tracking.project, config=config, wandb_kwargs=wandb_kwargs)
         if self.is_main:
             networks = {name: self.algorithm.local(name) for name in self.algorithm.networks}
             print(startup_summary(run_info, cfg, networks, data_note(cfg.data)), flush=True)
