@@ -50,6 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
+    # `--dynamo_backend no`: train.compile decides (a user's `accelerate config` must not compile
+    # the local modules the penalties differentiate twice; gandist.training.performance).
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", str(num), "--num_machines", "1",

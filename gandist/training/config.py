@@ -21,6 +21,7 @@ from gandist.models.config import ModelConfig
 
 MixedPrecision = Literal["auto", "fp32", "bf16", "fp16"]
 LRSchedule = Literal["constant", "linear", "cosine"]
+CompileBackend = Literal["inductor", "aot_eager"]
 
 
 @dataclass
@@ -92,6 +93,16 @@ class TrainConfig:
     stop_check_every: int = 10
     """Steps between the ranks' check for a stop request (SIGTERM, or the stop file the Slurm
     script writes on USR1): one all-reduce of a flag; the run checkpoints and exits at that step."""
+    compile: bool = False
+    """torch.compile G and D inside DDP (penalties, sampling and evaluation stay eager); the first
+    steps pay the compile time (tens of seconds per network), later steps run faster."""
+    compile_backend: CompileBackend = "inductor"
+    """torch.compile's backend under train.compile: inductor (generated kernels; on CPU it needs
+    a C++ compiler and minutes to compile), or aot_eager (the same graph capture and AOTAutograd,
+    no code generation: checks a model compiles, no speed-up)."""
+    channels_last: bool = False
+    """Keep the 2-d convolutional networks in channels_last (NHWC) memory: faster convolutions
+    on tensor-core GPUs, most of all under bf16/fp16."""
 
     def __post_init__(self) -> None:
         for key in ("steps", "batch_size", "log_every", "sample_every", "checkpoint_every"):
