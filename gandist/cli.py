@@ -477,7 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("configs", nargs="*", default=["configs/dcgan64.yaml"])
     p.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run")
     p.add_argument("--variants", nargs="+", default=None,
-                   help="Trainer variants (default all: fp32 fp32+cl bf16 bf16+cl bf16+cl+compile)")  # fmt: skip
+                   help="Trainer variants (default all: fp32 fp32+cl fp32+compile bf16 bf16+cl bf16+cl+compile)")  # fmt: skip
     p.add_argument("--steps", type=int, default=60, help="steps per run")
     p.add_argument("--out", default=None, help="also write the table here as JSON")
     p.set_defaults(func=cmd_bench_gpu)

@@ -123,3 +123,22 @@ def test_one_rank_nccl_group_trains_through_torchrun(tmp_path: Path, glyph_shard
     assert rank0["distributed_type"] == "DistributedType.MULTI_GPU"
     assert rank0["world_size"] == 1 and rank0["step"] == 4
     finite_losses(tmp_path / "run")
+
+
+@pytest.mark.parametrize("num_workers", [0, 2])
+def test_cuda_stream_sends_pinned_uint8_and_scales_on_the_gpu_to_the_cpu_values(
+    glyph_shards: Path, num_workers: int
+) -> None:
+    from gandist.data.config import DataConfig
+    from gandist.data.loader import DataStream
+
+    cfg = DataConfig(shards=str(glyph_shards), num_workers=num_workers, shuffle_buffer=16)
+    common = {"batch_size": 8, "rank": 0, "world_size": 1, "seed": 3}
+    on_cpu = DataStream(cfg, **common)
+    on_gpu = DataStream(cfg, **common, device=torch.device("cuda"))
+    for _ in range(5):
+        expected, batch = on_cpu.next_batch(), on_gpu.next_batch()
+        assert batch["image"].device.type == "cuda" and batch["image"].dtype == torch.float32
+        assert torch.equal(batch["image"].cpu(), expected["image"])
+        assert torch.equal(batch["label"].cpu(), expected["label"])
+    assert on_gpu.state_dict() == on_cpu.state_dict()

@@ -26,6 +26,7 @@ from gandist.training.config import load_config
 VARIANTS: dict[str, list[str]] = {
     "fp32": ["train.mixed_precision=fp32"],
     "fp32+cl": ["train.mixed_precision=fp32", "train.channels_last=true"],
+    "fp32+compile": ["train.mixed_precision=fp32", "train.compile=true"],
     "bf16": ["train.mixed_precision=bf16"],
     "bf16+cl": ["train.mixed_precision=bf16", "train.channels_last=true"],
     "bf16+cl+compile": [

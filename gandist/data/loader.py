@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
@@ -14,7 +15,7 @@ from gandist.data.decode import media_transform
 from gandist.data.health import BadDataError, DataHealth, check_bad_fraction
 from gandist.data.shards import expand_shards
 from gandist.data.stream import StreamPosition, stream_pipeline
-from gandist.data.transport import BatchSlots, keep_batch, to_torch_batch
+from gandist.data.transport import BatchSlots, keep_batch, to_device_batch, to_torch_batch
 from gandist.distributed import derive_seed
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ def build_loader(
     world_size: int,
     seed: int,
     position: StreamPosition | None = None,
+    pinned_images: bool = False,
 ) -> wds.WebLoader:
     """A DataLoader over this rank's stream (images or audio, per `data.kind`), yielding
     {"image" [B, C, H, W] | "audio" [B, 1, L] float in [-1, 1], "label" [B], ...} batches.
@@ -94,7 +96,8 @@ def build_loader(
         prefetch_factor=prefetch_factor if cfg.num_workers > 0 else None,
         in_order=True,
     )
-    return loader.map(slots.to_torch if slots else to_torch_batch)
+    to_torch = slots.to_torch if slots else to_torch_batch
+    return loader.map(functools.partial(to_torch, pinned_images=pinned_images))
 
 
 class Batches(Protocol):
@@ -131,8 +134,12 @@ class DataStream:
         world_size: int,
         seed: int,
         reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+        device: torch.device | None = None,
     ) -> None:
         self.cfg, self.batch_size = cfg, batch_size
+        # On CUDA, batches travel as pinned uint8 and are scaled on the GPU; elsewhere they
+        # stay CPU float tensors, as before.
+        self.device = device if device is not None and device.type == "cuda" else None
         self.rank, self.world_size = rank, world_size
         self.seed = seed  # of the order being read: derived anew when a resume cannot continue it
         self.reduce_sum = reduce_sum
@@ -152,7 +159,7 @@ class DataStream:
         self.position.advance(batch)
         media = batch[self.cfg.kind]
         assert media.shape[0] == self.batch_size, "every rank needs full batches"
-        return batch
+        return batch if self.device is None else to_device_batch(batch, self.device)
 
     def _build_loader(self) -> wds.WebLoader:
         return build_loader(
@@ -162,6 +169,7 @@ class DataStream:
             world_size=self.world_size,
             seed=self.seed,
             position=copy.deepcopy(self.position),
+            pinned_images=self.device is not None,
         )
 
     def state_dict(self) -> dict[str, Any]:
