@@ -40,6 +40,7 @@ def conv_outputs(trainer: Trainer) -> list[torch.Tensor]:
 def finite_losses(run_dir: Path) -> list[float]:
     rows = rundir.read_metrics(run_dir)
     values = [r[k] for r in rows for k in ("train/d_loss", "train/g_loss")]
+    assert all(0 < r["perf/peak_memory_gib"] < 80 for r in rows)
     assert values and all(math.isfinite(v) for v in values), values
     return values
 

@@ -25,7 +25,7 @@ from gandist.training.checkpointing import Checkpointer, Progress, RngState
 from gandist.training.config import Config
 from gandist.training.console import SaturationWatch, data_note, run_facts, startup_summary
 from gandist.training.evaluation import TrainingEvaluation
-from gandist.training.performance import local_unwrap
+from gandist.training.performance import local_unwrap, perf_scalars
 from gandist.training.updater import NonFiniteGuard, prepare_updaters
 from gandist.training.window import MetricWindow
 
@@ -201,7 +201,8 @@ class Trainer:
         values = {f"train/{k}": v for k, v in window.reduce(self.accelerator).items()}
         values["train/images_seen"] = self.progress.images_seen
         values["train/skipped_steps"] = self.progress.skipped_updates
-        values["perf/images_per_s"] = window.images_per_s(self.algorithm.images_per_step)
+        values["perf/images_per_s"] = rate = window.images_per_s(self.algorithm.images_per_step)
+        values |= perf_scalars(self.accelerator.device, rate, self.algorithm.images_per_step)
         values |= {f"train/lr_{n}": u.learning_rate for n, u in self.updaters.items()}
         try:
             values |= self.data.health()
