@@ -97,7 +97,9 @@ def build_loader(
         in_order=True,
     )
     to_torch = slots.to_torch if slots else to_torch_batch
-    return loader.map(functools.partial(to_torch, pinned_images=pinned_images))
+    return loader.map(
+        functools.partial(to_torch, pinned_images=True) if pinned_images else to_torch
+    )
 
 
 class Batches(Protocol):
