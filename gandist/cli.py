@@ -50,6 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
+    # `--dynamo_backend no`: train.compile decides (a user's `accelerate config` must not compile
+    # the local modules the penalties differentiate twice; gandist.training.performance).
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", str(num), "--num_machines", "1",
@@ -332,6 +334,17 @@ def cmd_bench_audio(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_gpu(args: argparse.Namespace) -> int:
+    from gandist.bench.gpu import bench_gpu
+
+    try:
+        bench_gpu(args.configs, args.set, args.variants, steps=args.steps, out=args.out)
+    except ValueError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_bench_families(args: argparse.Namespace) -> int:
     from gandist.bench.families import bench_families
 
@@ -607,6 +620,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plain-threads", type=int, default=None,
                    help="threads of the plain loop (default: torch's, one per core)")  # fmt: skip
     p.set_defaults(func=cmd_bench_audio)
+    p = bench_sub.add_parser(
+        "gpu", help="compile, channels_last and bf16 side by side against a plain fp32 loop"
+    )
+    p.add_argument("configs", nargs="*", default=["configs/dcgan64.yaml"])
+    p.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run")
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="Trainer variants (default all: fp32 fp32+cl fp32+compile bf16 bf16+cl bf16+cl+compile)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=60, help="steps per run")
+    p.add_argument("--out", default=None, help="also write the table here as JSON")
+    p.set_defaults(func=cmd_bench_gpu)
     p = bench_sub.add_parser("data", help="stream samples/s against a plain decode loop")
     p.add_argument("shards", nargs="*", help="one or more shard specs (images or audio)")
     p.add_argument("--workers", type=int, nargs="+", default=None,

@@ -18,7 +18,7 @@ from gandist.data.decode import media_transform
 from gandist.data.health import BadDataError, DataHealth, check_bad_fraction
 from gandist.data.shards import expand_shards, redact_message, redact_shards
 from gandist.data.stream import ReadLimits, StreamPosition, stream_pipeline
-from gandist.data.transport import BatchSlots, keep_batch, to_torch_batch
+from gandist.data.transport import BatchSlots, keep_batch, to_device_batch, to_torch_batch
 from gandist.distributed import derive_seed
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ def build_loader(
     world_size: int,
     seed: int,
     position: StreamPosition | None = None,
+    pinned_images: bool = False,
 ) -> wds.WebLoader:
     """A DataLoader over this rank's stream (images or audio, per `data.kind`), yielding
     {"image" [B, C, H, W] | "audio" [B, 1, L] float in [-1, 1], "label" [B], ...} batches.
@@ -102,7 +103,10 @@ def build_loader(
         timeout=cfg.timeout_s if cfg.num_workers > 0 else 0,
         worker_init_fn=functools.partial(leave_stop_signals_to, os.getpid()),
     )
-    return loader.map(slots.to_torch if slots else to_torch_batch)
+    to_torch = slots.to_torch if slots else to_torch_batch
+    return loader.map(
+        functools.partial(to_torch, pinned_images=True) if pinned_images else to_torch
+    )
 
 
 WORKER_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
@@ -167,8 +171,12 @@ class DataStream:
         world_size: int,
         seed: int,
         reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+        device: torch.device | None = None,
     ) -> None:
         self.cfg, self.batch_size = cfg, batch_size
+        # On CUDA, batches travel as pinned uint8 and are scaled on the GPU; elsewhere they
+        # stay CPU float tensors, as before.
+        self.device = device if device is not None and device.type == "cuda" else None
         self.rank, self.world_size = rank, world_size
         self.seed = seed  # of the order being read: derived anew when a resume cannot continue it
         self.reduce_sum = reduce_sum
@@ -197,7 +205,7 @@ class DataStream:
         self.position.advance(batch)
         media = batch[self.cfg.kind]
         assert media.shape[0] == self.batch_size, "every rank needs full batches"
-        return batch
+        return batch if self.device is None else to_device_batch(batch, self.device)
 
     def _build_loader(self) -> wds.WebLoader:
         return build_loader(
@@ -207,6 +215,7 @@ class DataStream:
             world_size=self.world_size,
             seed=self.seed,
             position=copy.deepcopy(self.position),
+            pinned_images=self.device is not None,
         )
 
     def state_dict(self) -> dict[str, Any]:

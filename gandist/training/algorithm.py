@@ -137,6 +137,7 @@ class Algorithm(ABC):
             world_size=world_size,
             seed=seed,
             reduce_sum=reduce_sum,
+            device=self.runtime.device,
         )
 
     def check_batch(self, batch: dict[str, Any]) -> None:  # noqa: B027 - optional hook

@@ -22,6 +22,7 @@ from gandist.models.config import ModelConfig
 
 MixedPrecision = Literal["auto", "fp32", "bf16", "fp16"]
 LRSchedule = Literal["constant", "linear", "cosine"]
+CompileBackend = Literal["inductor", "aot_eager"]
 
 
 @dataclass
@@ -104,6 +105,16 @@ class TrainConfig:
     script writes on USR1): one all-reduce of a flag; the run checkpoints and exits at that step."""
     dist_timeout_s: float = 300.0
     """Seconds a collective waits for a rank that is stuck or gone before the others stop with an error naming it (gloo's own default is 30 minutes)."""
+    compile: bool = False
+    """torch.compile G and D inside DDP (penalties, sampling and evaluation stay eager); the first
+    steps pay the compile time (tens of seconds per network), later steps run faster."""
+    compile_backend: CompileBackend = "inductor"
+    """torch.compile's backend under train.compile: inductor (generated kernels; on CPU it needs
+    a C++ compiler and minutes to compile), or aot_eager (the same graph capture and AOTAutograd,
+    no code generation: checks a model compiles, no speed-up)."""
+    channels_last: bool = False
+    """Keep the 2-d convolutional networks in channels_last (NHWC) memory: faster convolutions
+    on tensor-core GPUs, most of all under bf16/fp16."""
 
     def __post_init__(self) -> None:
         require_finite(self, "train")

@@ -30,6 +30,7 @@ from gandist.training.console import (
     startup_summary,
 )
 from gandist.training.evaluation import TrainingEvaluation
+from gandist.training.performance import local_unwrap
 from gandist.training.progress import ProgressReport
 from gandist.training.runlock import exclusive_run
 from gandist.training.updater import NonFiniteGuard, prepare_updaters
@@ -70,7 +71,7 @@ class Trainer:
                 world_size=acc.num_processes,
                 batch_per_rank=self.batch_per_rank,
                 autocast=self.autocast,
-                unwrap=acc.unwrap_model,
+                unwrap=local_unwrap(acc),
                 grad_scale=lambda name: self.updaters[name].grad_scale,
             )
         )
@@ -121,9 +122,8 @@ class Trainer:
 
     def states(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The named checkpoint components: shared by every rank, and this rank's own."""
-        unwrap = self.accelerator.unwrap_model
         shared: dict[str, Any] = {"progress": self.progress}
-        shared |= {f"network/{n}": unwrap(m) for n, m in self.algorithm.networks.items()}
+        shared |= {f"network/{n}": self.algorithm.local(n) for n in self.algorithm.networks}
         shared |= {f"optimizer/{n}": u for n, u in self.updaters.items()}
         shared |= {f"scaler/{n}": u.scaler for n, u in self.updaters.items() if u.scaler}
         shared |= self.algorithm.state()

@@ -12,6 +12,12 @@ from torch import nn
 from gandist.schedules import build_scheduler
 from gandist.training.algorithm import Algorithm, OptimizerSpec
 from gandist.training.config import OptimConfig, TrainConfig
+from gandist.training.performance import (
+    adam_options,
+    compile_networks,
+    configure_backends,
+    to_channels_last,
+)
 
 log = logging.getLogger(__name__)
 
@@ -199,15 +205,25 @@ def prepare_updaters(
     fp16: bool,
 ) -> dict[str, Updater]:
     """DDP-wrap the algorithm's networks (in place) and build one Adam and Updater per optimizer
-    it declares, each over the parameters of the networks it steps."""
+    it declares, each over the parameters of the networks it steps; `train.channels_last` and
+    `train.compile` apply here (gandist.training.performance says how and why)."""
     names, specs = list(algorithm.networks), algorithm.optimizers()
+    device = accelerator.device
+    configure_backends(device)
+    if train.channels_last:
+        to_channels_last(algorithm.networks)
 
     def parameters(spec: OptimizerSpec) -> list[nn.Parameter]:
         return [p for net in spec.networks for p in algorithm.networks[net].parameters()]
 
-    optimizers = [torch.optim.Adam(parameters(s), lr=s.lr, betas=s.betas) for s in specs.values()]
+    optimizers = [
+        torch.optim.Adam(parameters(s), lr=s.lr, betas=s.betas, **adam_options(device))
+        for s in specs.values()
+    ]
     prepared = accelerator.prepare(*algorithm.networks.values(), *optimizers)
     algorithm.networks = dict(zip(names, prepared[: len(names)], strict=True))
+    if train.compile:
+        algorithm.networks = compile_networks(algorithm.networks, train.compile_backend)
     return {
         name: Updater(
             name,
