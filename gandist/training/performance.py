@@ -82,13 +82,3 @@ def local_unwrap(accelerator: Accelerator) -> Callable[[nn.Module], nn.Module]:
     With its default `keep_torch_compile=True`, unwrapping `compile(DDP(module))` would put the
     bare module inside the compiled wrapper in place of DDP (and return the compiled wrapper)."""
     return partial(accelerator.unwrap_model, keep_torch_compile=False)
-
-
-def perf_scalars(device: torch.device, images_per_s: float, images_per_step: int) -> dict:
-    """`perf/step_s` for the log window, and on CUDA `perf/peak_memory_gib`: the most memory
-    this rank's tensors held since the previous log step (the peak is reset for the next)."""
-    values = {"perf/step_s": images_per_step / images_per_s if images_per_s > 0 else 0.0}
-    if device.type == "cuda":
-        values["perf/peak_memory_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
-        torch.cuda.reset_peak_memory_stats(device)
-    return values
