@@ -242,13 +242,15 @@ class Config:
 
 def check_names(cfg: Config) -> None:
     """Names looked up in registries, and model facts that depend on the data section."""
-    from gandist.augment import check_policy
-    from gandist.metrics.extractors import check_extractor_name
     from gandist.registry import ALGORITHMS, LOSSES, MODELS
 
+    # Registry names first: they are known without importing torch, so a typo answers at once.
     ALGORITHMS.check(cfg.train.algorithm, "train.algorithm")
     MODELS.check(cfg.model.name, "model.name")
     LOSSES.check(cfg.train.loss, "train.loss")
+    from gandist.augment import check_policy
+    from gandist.metrics.extractors import check_extractor_name
+
     check_policy(cfg.train.augment or "", "train.augment")
     check_extractor_name(cfg.eval.extractor, cfg.eval.weights_path)
     translator = bool(getattr(MODELS.get(cfg.model.name), "translator", False))
