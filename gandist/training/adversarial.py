@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from gandist.ada import AdaptiveAugment
 from gandist.augment import DiffAugment
 from gandist.diagnostics import sample_diversity
 from gandist.ema import GeneratorEMA
@@ -27,7 +28,7 @@ from gandist.losses import (
 from gandist.models import generate
 from gandist.models.layers import conv_weights
 from gandist.registry import ALGORITHMS, LOSSES, MODELS
-from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase
+from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase, Runtime
 from gandist.training.config import Config
 
 G, D = "generator", "discriminator"
@@ -47,6 +48,12 @@ class AdversarialGAN(Algorithm):
         self.networks = {G: generator, D: discriminator}
         self.objective = LOSSES.get(cfg.train.loss)
         self.augment = DiffAugment(cfg.train.augment or "")
+        train = cfg.train
+        self.ada = (
+            AdaptiveAugment(train.ada_target, train.ada_interval, train.ada_ramp_images)
+            if train.ada_target > 0
+            else None
+        )
         self.num_classes = int(getattr(generator, "num_classes", 0))
         self.ema = (
             GeneratorEMA(generator, cfg.train.ema_half_life_images)
@@ -94,7 +101,20 @@ class AdversarialGAN(Algorithm):
             return self._d_loss(*self._real(batch), phase.index)
         return self._g_loss(phase.index)
 
+    def bind(self, runtime: Runtime) -> None:
+        super().bind(runtime)
+        if self.ada is not None:
+            self.ada.to(runtime.device)
+
     def after_update(self, phase: Phase, skipped: bool) -> None:
+        if (
+            phase.name == "d"
+            and self.ada is not None
+            and (phase.index + 1) % self.ada.interval == 0
+        ):
+            self.ada.adjust(
+                self.ada.interval * self.runtime.batch_per_rank * self.runtime.world_size
+            )
         if phase.name == "d" and self.cfg.reg.weight_clip > 0:
             clip = self.cfg.reg.weight_clip
             with torch.no_grad():
@@ -119,7 +139,8 @@ class AdversarialGAN(Algorithm):
         return self.ema.module if self.ema is not None else self.local(G)
 
     def state(self) -> dict[str, Any]:
-        return {"ema": self.ema} if self.ema is not None else {}
+        state: dict[str, Any] = {"ema": self.ema} if self.ema is not None else {}
+        return state | ({"ada": self.ada} if self.ada is not None else {})
 
     def check_batch(self, batch: dict[str, Any]) -> None:
         if "image" not in batch:
@@ -165,9 +186,11 @@ class AdversarialGAN(Algorithm):
     def _critic(
         self, discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None
     ) -> torch.Tensor:
-        """D's logits [B] on augmented images; the same DiffAugment for real and fake."""
+        """D's logits [B] on augmented images; the same DiffAugment and ADA for real and fake."""
         if self.augment:
             images = self.augment(images)
+        if self.ada is not None:
+            images = self.ada(images)
         return discriminator(images) if labels is None else discriminator(images, labels)
 
     def _d_loss(
@@ -181,6 +204,9 @@ class AdversarialGAN(Algorithm):
             real_logits = self._critic(self.networks[D], real_images, real_labels)
             fake_logits = self._critic(self.networks[D], fake_images, fake_labels)
             loss, metrics = self.objective.d_loss(real_logits, fake_logits)
+        if self.ada is not None:
+            self.ada.observe(real_logits)
+            metrics |= self.ada.metrics()
         penalty, penalty_metrics = self._d_penalties(
             real_images, real_labels, fake_images, fake_labels, index
         )

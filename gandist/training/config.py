@@ -83,6 +83,13 @@ class TrainConfig:
     """Half-life of the generator EMA in images (global, so independent of GPU count); 0: no EMA."""
     augment: str | None = None
     """DiffAugment policy for real and fake images in D: comma list of translation, cutout, color."""
+    ada_target: float = 0.0
+    """Adaptive discriminator augmentation (ADA): the target of r_t = E[sign(D(real))], 0.6 in
+    the paper; the augment probability p rises while r_t is above it. 0 disables ADA."""
+    ada_interval: int = 4
+    """ADA: D steps between adjustments of p (each one all-reduce of two numbers)."""
+    ada_ramp_images: int = 500_000
+    """ADA: images over which p can move from 0 to 1 (the paper's 500k); smaller adapts faster."""
     algorithm: str = "adversarial"
     """The training algorithm: `adversarial` (one generator against one discriminator)."""
     skip_nonfinite: bool = True
@@ -107,6 +114,13 @@ class TrainConfig:
             self.ema_half_life_images >= 0,
             f"train.ema_half_life_images must be >= 0, got {self.ema_half_life_images}",
         )
+        _require(
+            0 <= self.ada_target < 1,
+            f"train.ada_target must be in [0, 1) (0.6 in the paper, 0: off), got {self.ada_target}",
+        )
+        for key in ("ada_interval", "ada_ramp_images"):
+            value = getattr(self, key)
+            _require(value >= 1, f"train.{key} must be >= 1, got {value}")
         _require(
             self.max_bad_steps >= 1, f"train.max_bad_steps must be >= 1, got {self.max_bad_steps}"
         )
@@ -183,6 +197,7 @@ class Config:
 
 def check_names(cfg: Config) -> None:
     """Names looked up in registries, and model facts that depend on the data section."""
+    from gandist.ada import check_ada_data
     from gandist.augment import check_policy
     from gandist.metrics.extractors import check_extractor_name
     from gandist.registry import ALGORITHMS, LOSSES, MODELS
@@ -191,6 +206,7 @@ def check_names(cfg: Config) -> None:
     MODELS.check(cfg.model.name, "model.name")
     LOSSES.check(cfg.train.loss, "train.loss")
     check_policy(cfg.train.augment or "", "train.augment")
+    check_ada_data(cfg.train.ada_target, cfg.data.kind)
     check_extractor_name(cfg.eval.extractor, cfg.eval.weights_path)
     validate = getattr(MODELS.get(cfg.model.name), "validate", None)
     if validate is not None:
