@@ -235,7 +235,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     try:
         class_index = sample_class_index(args.run, args.class_name)
         path = sample_grid(
-            args.run, num=args.num, out=args.out, seed=args.seed, class_index=class_index
+            args.run,
+            num=args.num,
+            out=args.out,
+            seed=args.seed,
+            class_index=class_index,
+            truncation=args.truncation,
         )
     except ValueError as err:  # ConfigError is a ValueError
         print(f"gandist: error: {err}", file=sys.stderr)
@@ -406,6 +411,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--class", dest="class_name", default=None, metavar="NAME|INDEX",
         help="conditional models: draw only this class, by name (the shards' class folders) or "
         "index (default: cycle through all classes)",
+    )  # fmt: skip
+    p.add_argument(
+        "--truncation", type=float, default=1.0, metavar="PSI",
+        help="truncation trick in [0, 1]: towards the mean w (style-based G) or resampling "
+        "out-of-range z (others); 1 = off, 0.7 is usual",
     )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 

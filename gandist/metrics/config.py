@@ -37,6 +37,8 @@ class EvalConfig:
     """Folder of cached reference statistics; default `$XDG_CACHE_HOME/gandist/metrics` (~/.cache)."""
     keep_best: bool = True
     """Keep a `best` generator checkpoint (lowest FID) in the run directory."""
+    truncation: float = 1.0
+    """Truncation trick psi for evaluation scores and training sample grids: 1 off, 0.7 usual (towards the mean w for style-based G, resampled out-of-range z for the others)."""
 
     def __post_init__(self) -> None:
         _require(self.every >= 0, f"eval.every must be >= 0 (0 = off), got {self.every}")
@@ -53,6 +55,10 @@ class EvalConfig:
             value = getattr(self, key)
             _require(value >= 1, f"eval.{key} must be >= 1, got {value}")
         _require(self.isc_splits >= 1, f"eval.isc_splits must be >= 1, got {self.isc_splits}")
+        _require(
+            0.0 <= self.truncation <= 1.0,
+            f"eval.truncation must be in [0, 1] (1: off, 0.7 is usual), got {self.truncation}",
+        )
         _require(
             0.0 < self.max_share <= 1.0, f"eval.max_share must be in (0, 1], got {self.max_share}"
         )

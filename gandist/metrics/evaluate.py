@@ -195,6 +195,7 @@ class Evaluator:
                     batch_size=self.cfg.batch_size,
                     seed=self.cfg.seed,
                     num_classes=int(getattr(generator, "num_classes", 0) or 0),
+                    truncation=self.cfg.truncation,
                 )
                 results = score(fake, reference, self.layers, self.ranks, self.options)
         finally:

@@ -193,16 +193,25 @@ def generated_features(
     batch_size: int,
     seed: int,
     num_classes: int = 0,
+    truncation: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """Features of `num` samples of `generator`, generated and extracted `1/world` per rank, gathered."""
+    """Features of `num` samples of `generator`, generated and extracted `1/world` per rank, gathered.
+
+    With `truncation` < 1, latent truncation is applied to all `num` latents at once (so no
+    two batches share resampled values); style-based generators truncate in w per batch.
+    """
+    from gandist.models.truncation import is_style_based, truncate_latents
+
     latents, labels = evaluation_latents(num, latent_dim, num_classes, seed)
+    if truncation < 1.0 and not (is_style_based(generator) and labels is None):
+        latents, truncation = truncate_latents(latents, truncation, seed), 1.0
     mine = ranks.mine(num)
 
     def batches() -> Iterator[torch.Tensor]:
         for index in mine.split(batch_size):
             z = latents[index].to(ranks.device)
             y = labels[index].to(ranks.device) if labels is not None else None
-            yield to_extractor_input(generate(generator, z, y))
+            yield to_extractor_input(generate(generator, z, y, truncation))
 
     return gather_in_order(ranks, mine, extract(extractor, batches(), ranks.device))
 

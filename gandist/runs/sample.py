@@ -53,15 +53,20 @@ def sample_grid(
     out: str | os.PathLike,
     seed: int = 0,
     class_index: int | None = None,
+    truncation: float = 1.0,
 ) -> Path:
     """Write a grid of `num` samples drawn with `seed` to `out` (a PNG).
 
     Conditional models draw class `class_index`, or cycle through all classes when it is None.
+    `truncation` < 1 applies the truncation trick (gandist.models.truncation).
     """
+    from gandist.models.truncation import check_psi
+
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
+    check_psi(truncation)
     generator, cfg = load_generator(run_or_checkpoint)
     labels = class_labels(generator, num, class_index)
     latents = torch.randn(num, cfg.model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    image_grid(generate(generator, latents, labels), out)
+    image_grid(generate(generator, latents, labels, truncation), out)
     return Path(out)

@@ -131,7 +131,8 @@ class AdversarialGAN(Algorithm):
         device = self.runtime.device
         labels = None if self.fixed_labels is None else self.fixed_labels.to(device)
         with self.runtime.autocast():
-            images = generate(generator, self.fixed_latents.to(device), labels)
+            latents = self.fixed_latents.to(device)
+            images = generate(generator, latents, labels, self.cfg.eval.truncation)
         generator.train(was_training)
         return images
 
