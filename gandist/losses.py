@@ -198,3 +198,20 @@ def orthogonal_penalty(weights: list[torch.Tensor]) -> LossAndMetrics:
         off_diagonal = gram * (1.0 - torch.eye(gram.shape[0], device=gram.device))
         total = total + off_diagonal.square().sum()
     return total, {"ortho": total.detach()}
+
+
+def lecam_penalty(
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    anchor_real: torch.Tensor,
+    anchor_fake: torch.Tensor,
+) -> LossAndMetrics:
+    """LeCam regularisation (Tseng et al., 2021), as in the authors' code: D's outputs on reals
+    are pulled down towards the moving average of its fake outputs, and fakes up towards that of
+    its reals, only where they are beyond it: E[relu(D(x) - a_F)^2] + E[relu(a_R - D(G(z)))^2].
+    Logits [B]; anchors are detached scalars (gandist.ema.LogitAnchors)."""
+    penalty = (
+        F.relu(real_logits.float() - anchor_fake).pow(2).mean()
+        + F.relu(anchor_real - fake_logits.float()).pow(2).mean()
+    )
+    return penalty, {"lecam": penalty.detach()}

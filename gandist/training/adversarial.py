@@ -17,10 +17,11 @@ from torch import nn
 from gandist.ada import AdaptiveAugment
 from gandist.augment import DiffAugment
 from gandist.diagnostics import sample_diversity
-from gandist.ema import GeneratorEMA
+from gandist.ema import GeneratorEMA, LogitAnchors
 from gandist.losses import (
     gradient_penalty,
     interpolate,
+    lecam_penalty,
     orthogonal_penalty,
     path_length_penalty,
     r1_penalty,
@@ -54,6 +55,7 @@ class AdversarialGAN(Algorithm):
             if train.ada_target > 0
             else None
         )
+        self.lecam = LogitAnchors(cfg.reg.lecam_decay) if cfg.reg.lecam_weight > 0 else None
         self.num_classes = int(getattr(generator, "num_classes", 0))
         self.ema = (
             GeneratorEMA(generator, cfg.train.ema_half_life_images)
@@ -105,6 +107,8 @@ class AdversarialGAN(Algorithm):
         super().bind(runtime)
         if self.ada is not None:
             self.ada.to(runtime.device)
+        if self.lecam is not None:
+            self.lecam.to(runtime.device)
 
     def after_update(self, phase: Phase, skipped: bool) -> None:
         if (
@@ -142,6 +146,10 @@ class AdversarialGAN(Algorithm):
     def state(self) -> dict[str, Any]:
         state: dict[str, Any] = {"ema": self.ema} if self.ema is not None else {}
         return state | ({"ada": self.ada} if self.ada is not None else {})
+
+    def rank_state(self) -> dict[str, Any]:
+        # LeCam anchors average this rank's own logits: no collective per step.
+        return {"lecam": self.lecam} if self.lecam is not None else {}
 
     def check_batch(self, batch: dict[str, Any]) -> None:
         if "image" not in batch:
@@ -208,12 +216,24 @@ class AdversarialGAN(Algorithm):
         if self.ada is not None:
             self.ada.observe(real_logits)
             metrics |= self.ada.metrics()
+        lecam, lecam_metrics = self._lecam(real_logits, fake_logits)
         penalty, penalty_metrics = self._d_penalties(
             real_images, real_labels, fake_images, fake_labels, index
         )
         if self.diagnostics:
             metrics["real_diversity"] = sample_diversity(real_images)
-        return loss + penalty, {"d_loss": loss.detach(), **metrics, **penalty_metrics}
+        total = loss + lecam + penalty
+        return total, {"d_loss": loss.detach(), **metrics, **lecam_metrics, **penalty_metrics}
+
+    def _lecam(
+        self, real_logits: torch.Tensor, fake_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, Metrics]:
+        """The weighted LeCam penalty on this D step's logits, after moving its anchors."""
+        if self.lecam is None:
+            return torch.zeros((), device=real_logits.device), {}
+        self.lecam.update(real_logits.detach(), fake_logits.detach())
+        penalty, metrics = lecam_penalty(real_logits, fake_logits, self.lecam.real, self.lecam.fake)
+        return self.cfg.reg.lecam_weight * penalty, metrics
 
     def _d_penalties(
         self,

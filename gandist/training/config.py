@@ -144,11 +144,26 @@ class RegConfig:
     """Lazy path-length regularisation: every this many G steps, scaled up by the same factor."""
     ortho_weight: float = 0.0
     """BigGAN's orthogonal regularisation of G's weights (1e-4 in the paper); 0 disables it."""
+    lecam_weight: float = 0.0
+    """LeCam regularisation of D for limited data (Tseng et al., 2021; 0.1-0.3 in the paper): pulls D's outputs towards moving averages of the other side's; 0 disables it."""
+    lecam_decay: float = 0.99
+    """Decay of the LeCam anchors (moving averages of D's mean outputs on reals and fakes)."""
     weight_clip: float = 0.0
     """WGAN: clamp every D parameter to [-c, c] after each D step (0.01 in the paper); 0 disables."""
 
     def __post_init__(self) -> None:
-        for key in ("gp_weight", "r1_gamma", "pl_weight", "ortho_weight", "weight_clip"):
+        _require(
+            0.0 <= self.lecam_decay < 1.0,
+            f"reg.lecam_decay must be in [0, 1), got {self.lecam_decay}",
+        )
+        for key in (
+            "gp_weight",
+            "r1_gamma",
+            "pl_weight",
+            "ortho_weight",
+            "weight_clip",
+            "lecam_weight",
+        ):
             value = getattr(self, key)
             _require(value >= 0, f"reg.{key} must be >= 0, got {value}")
         for key in ("r1_every", "pl_every"):
