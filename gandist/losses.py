@@ -215,3 +215,19 @@ def lecam_penalty(
         + F.relu(anchor_real - fake_logits.float()).pow(2).mean()
     )
     return penalty, {"lecam": penalty.detach()}
+
+
+def mode_seeking_penalty(
+    images: torch.Tensor, latents: torch.Tensor, eps: float = 1e-5
+) -> LossAndMetrics:
+    """Mode-seeking term for G (MSGAN, Mao et al., 2019), as in the authors' code: the batch's
+    two halves pair up, and G is penalised by 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2| + eps),
+    so two latents far apart must give images far apart: collapsing onto a few modes costs.
+    Images [B, ...], latents [B, D], B >= 2 (an odd last sample is left out)."""
+    half = images.shape[0] // 2
+    if half == 0:
+        raise ValueError("the mode-seeking term needs a batch of at least 2 per rank")
+    image_gap = (images[:half] - images[half : 2 * half]).float().abs().mean()
+    latent_gap = (latents[:half] - latents[half : 2 * half]).float().abs().mean()
+    ratio = image_gap / latent_gap
+    return 1.0 / (ratio + eps), {"mode_seeking_ratio": ratio.detach()}

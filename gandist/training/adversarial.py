@@ -22,6 +22,7 @@ from gandist.losses import (
     gradient_penalty,
     interpolate,
     lecam_penalty,
+    mode_seeking_penalty,
     orthogonal_penalty,
     path_length_penalty,
     r1_penalty,
@@ -270,11 +271,16 @@ class AdversarialGAN(Algorithm):
     def _g_loss(self, index: int) -> tuple[torch.Tensor, Metrics]:
         batch_size = self.runtime.batch_per_rank
         labels = self._fake_labels(batch_size)
+        latents = self._latents(batch_size)
         with self.runtime.autocast():
-            fake_images = generate(self.networks[G], self._latents(batch_size), labels)
+            fake_images = generate(self.networks[G], latents, labels)
             fake_logits = self._critic(self.local(D), fake_images, labels)
             loss, metrics = self.objective.g_loss(fake_logits)
         penalty, penalty_metrics = self._g_penalties(batch_size, index)
+        if self.cfg.reg.diversity_weight > 0:
+            diversity, m = mode_seeking_penalty(fake_images, latents)
+            penalty = penalty + self.cfg.reg.diversity_weight * diversity
+            penalty_metrics |= m | {"mode_seeking": diversity.detach()}
         if self.diagnostics:
             metrics["sample_diversity"] = sample_diversity(fake_images)
         return loss + penalty, {"g_loss": loss.detach(), **metrics, **penalty_metrics}

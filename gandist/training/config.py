@@ -148,6 +148,8 @@ class RegConfig:
     """LeCam regularisation of D for limited data (Tseng et al., 2021; 0.1-0.3 in the paper): pulls D's outputs towards moving averages of the other side's; 0 disables it."""
     lecam_decay: float = 0.99
     """Decay of the LeCam anchors (moving averages of D's mean outputs on reals and fakes)."""
+    diversity_weight: float = 0.0
+    """Mode-seeking term for G against mode collapse (MSGAN, Mao et al., 2019; 1 in the paper): penalises pairs of latents whose images are close; 0 disables it."""
     weight_clip: float = 0.0
     """WGAN: clamp every D parameter to [-c, c] after each D step (0.01 in the paper); 0 disables."""
 
@@ -163,6 +165,7 @@ class RegConfig:
             "ortho_weight",
             "weight_clip",
             "lecam_weight",
+            "diversity_weight",
         ):
             value = getattr(self, key)
             _require(value >= 0, f"reg.{key} must be >= 0, got {value}")
