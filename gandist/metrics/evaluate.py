@@ -83,6 +83,8 @@ class Evaluator:
             kid_subsets=cfg.kid_subsets,
             kid_subset_size=cfg.kid_subset_size,
             isc_splits=cfg.isc_splits,
+            prc=cfg.precision_recall,
+            prc_neighborhood=cfg.prc_neighborhood,
         )
         self.reference: Reference | None = None
         self.cache_hit: bool | None = None
