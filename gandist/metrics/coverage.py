@@ -14,7 +14,8 @@ def class_histogram(predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
 
 def class_coverage(predicted: torch.Tensor, num_classes: int) -> float:
     """The fraction of classes whose share is within a factor of two of uniform
-    ([1 / (2K), 2 / K]): 1.0 when every class is drawn about equally, 1/K for one class only."""
+    ([1 / (2K), 2 / K]): 1.0 when every class is drawn about equally, 0.0 for a generator
+    of one class only (its class is far above twice uniform, every other one absent)."""
     share = class_histogram(predicted, num_classes)
     uniform = 1.0 / num_classes
     covered = (share >= uniform / 2) & (share <= uniform * 2)
