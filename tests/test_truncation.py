@@ -73,19 +73,13 @@ def test_latent_truncation_resamples_only_out_of_range_coordinates() -> None:
 
 
 def test_evaluation_latents_are_truncated_as_one_set() -> None:
-    from gandist.metrics.sharded import generated_features
+    from gandist.metrics.sharded import Ranks, generated_features
 
     # The resampled values of two batches differ: truncation happens before the split.
     generator = build("dcgan")
     seen: list[torch.Tensor] = []
     forward = generator.forward
     generator.forward = lambda z: seen.append(z) or forward(z)  # type: ignore
-
-    class Ranks:
-        device, world = torch.device("cpu"), 1
-
-        def mine(self, num: int) -> torch.Tensor:
-            return torch.arange(num)
 
     import gandist.metrics.sharded as sharded
 
@@ -94,7 +88,14 @@ def test_evaluation_latents_are_truncated_as_one_set() -> None:
     sharded.gather_in_order = lambda ranks, mine, out: out  # type: ignore
     try:
         generated_features(
-            generator, None, Ranks(), num=8, latent_dim=16, batch_size=4, seed=0, truncation=0.5
+            generator,
+            None,
+            Ranks(0, 1, torch.device("cpu")),
+            num=8,
+            latent_dim=16,
+            batch_size=4,
+            seed=0,
+            truncation=0.5,
         )
     finally:
         sharded.extract, sharded.gather_in_order = originals
