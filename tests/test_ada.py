@@ -113,6 +113,11 @@ def test_ada_refuses_audio_in_one_line() -> None:
     ada.check_ada_data(0.6, "image")
 
 
+def test_loading_an_audio_config_with_ada_fails_before_training(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="set train.ada_target=0 for audio"):
+        load_config(None, [f"output_dir={tmp_path}", "data.kind=audio", "train.ada_target=0.6"])
+
+
 def test_ada_target_out_of_range_is_a_config_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="train.ada_target"):
         load_config(None, [f"output_dir={tmp_path}", "train.ada_target=1.5"])
