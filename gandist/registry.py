@@ -50,8 +50,20 @@ class Registry(Generic[T]):
 # One module per family; each registers its builder when imported (on the first lookup).
 FAMILY_MODULES = tuple(
     f"gandist.models.{name}"
-    for name in ("biggan", "conditional", "dcgan", "mlp", "sngan", "stylegan2", "wgan")
+    for name in (
+        "biggan",
+        "conditional",
+        "cyclegan",
+        "dcgan",
+        "mlp",
+        "sngan",
+        "stylegan2",
+        "wavegan",
+        "wgan",
+    )
 )
 MODELS: Registry = Registry("model", FAMILY_MODULES)
 LOSSES: Registry = Registry("loss", ("gandist.losses",))
-ALGORITHMS: Registry = Registry("algorithm", ("gandist.training.adversarial",))
+ALGORITHMS: Registry = Registry(
+    "algorithm", ("gandist.training.adversarial", "gandist.training.cyclegan")
+)

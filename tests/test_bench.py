@@ -106,3 +106,24 @@ def test_bench_fid_scores_torch_fidelity_and_the_sharded_path_with_inception(
         assert float(per_s) == pytest.approx(2 / float(score_s), rel=0.1, abs=0.06)
         assert float(speedup.rstrip("x")) == pytest.approx(base_s / float(score_s), rel=0.1)
         assert 0 < float(fid) < float("inf")
+
+
+@pytest.mark.dist
+def test_bench_audio_prints_audio_seconds_per_second_of_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    tones = tmp_path / "tones"
+    assert cli.main(
+        ["data", "synth", "tones", "--out", str(tones), "--num", "16", "--shard-size", "4",
+         "--workers", "1", "--quiet"]
+    ) == 0  # fmt: skip
+    overrides = [
+        f"data.shards={tones}", "data.num_workers=0", "data.shuffle_buffer=4", "train.n_critic=2",
+        "model.latent_dim=8", "model.g_width=2", "model.d_width=2", "train.batch_size=4",
+        "train.num_samples=2",
+    ]  # fmt: skip
+    args = ["bench", "audio", "configs/wavegan.yaml", *overrides, "--steps", "4", "--rounds", "1"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "round 1: plain" in out and "trainer x2" in out
+    assert "median seconds of generated audio per second of training: plain " in out

@@ -113,7 +113,7 @@ def test_grids_and_gandist_sample_truncate_when_asked(tmp_path: Path, glyph_shar
     extra = {"tracking.wandb": False, "train.steps": 2, "eval.truncation": 0.0}
     trainer = Trainer(load_config(None, tiny_overrides(run_dir, glyph_shards, **extra)))
     trainer.train()
-    grid = trainer.algorithm.sample()
+    grid = trainer.algorithm.sample()["samples"]
     assert torch.allclose(grid, grid[:1].expand_as(grid), atol=1e-6)  # psi=0: one image
 
     out = tmp_path / "t.png"

@@ -108,7 +108,15 @@ def bench_train(
             f"train.checkpoint_every={steps}",
         ]
         base = load_config(config, [*common, f"output_dir={tmp}/data"])
-        batches = preload_batches(base, num_batches=8) if data == "memory" else None
+        unpaired = base.train.algorithm == "cyclegan"
+        if unpaired:  # two generators, two discriminators, a batch of each domain
+            from gandist.bench.cyclegan import plain_cyclegan_loop, preload_unpaired
+
+        preload = preload_unpaired if unpaired else preload_batches
+        batches = preload(base, num_batches=8) if data == "memory" else None
+        if unpaired and batches is None:
+            raise ValueError("bench train --data stream times one shard set; cyclegan needs memory")
+        plain_loop_of = plain_cyclegan_loop if unpaired else plain_loop
         print(
             f"gandist bench train: {base.model.name} at {base.data.resolution} px, global batch "
             f"{base.train.batch_size}, 1 process, {torch.get_num_threads()} threads, data from "
@@ -118,8 +126,11 @@ def bench_train(
         for index in range(rounds):
             out_dir = Path(tmp) / f"trainer-{index}"
             cfg = load_config(config, [*common, f"output_dir={out_dir}"])
-            source = itertools.cycle(batches) if batches is not None else streamed_batches(base)
-            plain = plain_loop(base, source, steps, window)[1:]
+            if unpaired:
+                plain = plain_loop_of(base, batches, steps, window)[1:]
+            else:
+                source = itertools.cycle(batches) if batches else streamed_batches(base)
+                plain = plain_loop(base, source, steps, window)[1:]
             trainer = trainer_loop(cfg, batches, out_dir)[1:]
             results["plain"] += plain
             results["trainer"] += trainer

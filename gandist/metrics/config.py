@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gandist.errors import require as _require
+from gandist.errors import require_finite
 
 
 @dataclass
@@ -45,6 +46,7 @@ class EvalConfig:
     """Truncation trick psi for evaluation scores and training sample grids: 1 off, 0.7 usual (towards the mean w for style-based G, resampled out-of-range z for the others)."""
 
     def __post_init__(self) -> None:
+        require_finite(self, "eval")
         _require(self.every >= 0, f"eval.every must be >= 0 (0 = off), got {self.every}")
         _require(
             self.every_images >= 0,
@@ -55,14 +57,11 @@ class EvalConfig:
             f"eval.every={self.every} and eval.every_images={self.every_images} are both set; "
             "evaluate by steps or by images: set the other one to 0",
         )
-        for key in (
-            "num_samples",
-            "num_real",
-            "batch_size",
-            "kid_subsets",
-            "kid_subset_size",
-            "prc_neighborhood",
-        ):
+        for key in ("num_samples", "num_real"):  # FID's covariance and KID need two or more
+            value = getattr(self, key)
+            _require(value >= 2, f"eval.{key} must be >= 2 (FID and KID compare sets), got {value}")
+        _require(self.seed >= 0, f"eval.seed must be >= 0, got {self.seed}")
+        for key in ("batch_size", "kid_subsets", "kid_subset_size", "prc_neighborhood"):
             value = getattr(self, key)
             _require(value >= 1, f"eval.{key} must be >= 1, got {value}")
         _require(self.isc_splits >= 1, f"eval.isc_splits must be >= 1, got {self.isc_splits}")

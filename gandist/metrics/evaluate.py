@@ -68,7 +68,11 @@ class Evaluator:
     """
 
     def __init__(
-        self, cfg: EvalConfig, data: DataConfig, device: torch.device | str = "cpu"
+        self,
+        cfg: EvalConfig,
+        data: DataConfig,
+        device: torch.device | str = "cpu",
+        extractor: nn.Module | None = None,
     ) -> None:
         self.cfg, self.data = cfg, data
         self.ranks = Ranks.current(device)
@@ -76,7 +80,8 @@ class Evaluator:
         self.weights_path = resolve_weights(cfg.extractor, cfg.weights_path)
         self.format = SampleFormat.of(data)
         self.layers = metric_layers(cfg.extractor)
-        self.extractor = create_extractor(
+        # An evaluator of another set scored by the same extractor may lend it (translation).
+        self.extractor = extractor or create_extractor(
             cfg.extractor, list(self.layers.values()), self.weights_path, self.ranks.device
         )
         self.options = ScoreOptions(

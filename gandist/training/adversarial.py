@@ -31,19 +31,24 @@ from gandist.models import generate
 from gandist.models.layers import conv_weights
 from gandist.registry import ALGORITHMS, LOSSES, MODELS
 from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase, Runtime
-from gandist.training.config import Config
+from gandist.training.config import KIND_NOUNS, Config
 
 G, D = "generator", "discriminator"
+# Per-class sample grids of a conditional model: the first 16 classes, 16 images each (a
+# 1000-class model would otherwise spend its sample steps drawing).
+CLASS_GRIDS, CLASS_GRID_SIZE = 16, 16
 
 
 @ALGORITHMS.register("adversarial")
 class AdversarialGAN(Algorithm):
     """One G, one D: nonsaturating, hinge, Wasserstein or least-squares objectives, n_critic,
     WGAN-GP, lazy R1, path length, orthogonal regularisation, weight clipping, DiffAugment and
-    the generator EMA, for every image family in the model registry."""
+    the generator EMA, for every family in the model registry: images or audio (data.kind)."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        # The batch key of the real samples: "image" [B, C, H, W] or "audio" [B, 1, L].
+        self.media = cfg.data.kind
         generator, discriminator = MODELS.get(cfg.model.name)(
             cfg.model, cfg.data.resolution, cfg.data.channels
         )
@@ -128,15 +133,28 @@ class AdversarialGAN(Algorithm):
         if phase.name == "g" and self.ema is not None:
             self.ema.update(self.local(G), self.runtime.batch_per_rank * self.runtime.world_size)
 
+    def sample(self) -> dict[str, torch.Tensor]:
+        """`samples` from the generator evaluation scores (the EMA when on), `samples_raw` from
+        the trained generator when there is an EMA, and `samples_class_K` (the same latents,
+        all of class K) for the first CLASS_GRIDS classes of a conditional model."""
+        grids = {"samples": self._draw(self.eval_generator(), self.fixed_labels)}
+        if self.ema is not None:
+            grids["samples_raw"] = self._draw(self.local(G), self.fixed_labels)
+        per_class = min(len(self.fixed_latents), CLASS_GRID_SIZE)
+        for label in range(min(self.num_classes, CLASS_GRIDS)):
+            labels = torch.full((per_class,), label, dtype=torch.long)
+            grids[f"samples_class_{label}"] = self._draw(self.eval_generator(), labels)
+        return grids
+
     @torch.no_grad()
-    def sample(self) -> torch.Tensor:
-        generator = self.eval_generator()
+    def _draw(self, generator: nn.Module, labels: torch.Tensor | None) -> torch.Tensor:
         was_training = generator.training
         generator.eval()
         device = self.runtime.device
-        labels = None if self.fixed_labels is None else self.fixed_labels.to(device)
+        num = len(labels) if labels is not None else len(self.fixed_latents)
+        labels = None if labels is None else labels.to(device)
         with self.runtime.autocast():
-            latents = self.fixed_latents.to(device)
+            latents = self.fixed_latents[:num].to(device)
             images = generate(generator, latents, labels, self.cfg.eval.truncation)
         generator.train(was_training)
         return images
@@ -153,19 +171,21 @@ class AdversarialGAN(Algorithm):
         return {"lecam": self.lecam} if self.lecam is not None else {}
 
     def check_batch(self, batch: dict[str, Any]) -> None:
-        if "image" not in batch:
+        if self.media not in batch:
             raise ValueError(
-                f"model.name={self.cfg.model.name} trains on images but the batches hold "
-                f"{sorted(batch)}: set data.kind=image and point data.shards at image shards"
+                f"model.name={self.cfg.model.name} trains on {KIND_NOUNS[self.media]} but the "
+                f"batches hold {sorted(batch)}: set data.kind={self.media} and point data.shards "
+                f"at {self.media} shards"
             )
         if not self.num_classes:
             return
         labels = batch.get("label")
+        synth = "glyphs" if self.media == "image" else "tones"
         if labels is None or bool((labels < 0).any()):
             raise ValueError(
                 f"model.name={self.cfg.model.name} is class-conditional but the shards in "
                 f"data.shards={self.cfg.data.shards} hold samples without a class label (no "
-                "'cls' entry): write labelled shards (`gandist data synth glyphs` does) or "
+                f"'cls' entry): write labelled shards (`gandist data synth {synth}` does) or "
                 "choose an unconditional model"
             )
         if bool((labels >= self.num_classes).any()):
@@ -179,7 +199,7 @@ class AdversarialGAN(Algorithm):
     def _real(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.check_batch(batch)
         device = self.runtime.device
-        real_images = batch["image"].to(device, non_blocking=True)
+        real_images = batch[self.media].to(device, non_blocking=True)
         assert real_images.shape[0] == self.runtime.batch_per_rank, "every rank needs full batches"
         labels = batch["label"].to(device, non_blocking=True) if self.num_classes else None
         return real_images, labels
