@@ -266,7 +266,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
             return 0
         class_index = sample_class_index(args.run, args.class_name)
         paths = write_samples(
-            args.run, num=args.num, out=args.out, seed=args.seed, class_index=class_index
+            args.run,
+            num=args.num,
+            out=args.out,
+            seed=args.seed,
+            class_index=class_index,
+            truncation=args.truncation,
         )
     except ValueError as err:  # ConfigError is a ValueError
         print(f"gandist: error: {err}", file=sys.stderr)
@@ -528,6 +533,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--real", type=int, default=0, metavar="N",
         help="audio runs: instead, one PNG (--out, default real-vs-generated.png) of the "
         "spectrograms of the first N real clips above N generated ones",
+    )  # fmt: skip
+    p.add_argument(
+        "--truncation", type=float, default=1.0, metavar="PSI",
+        help="truncation trick in [0, 1]: towards the mean w (style-based G) or resampling "
+        "out-of-range z (others); 1 = off, 0.7 is usual",
     )  # fmt: skip
     p.set_defaults(func=cmd_sample)
 

@@ -15,7 +15,7 @@ LAYERS = [
     {"registry"},
     {"distributed"},
     {"rundir"},
-    {"losses", "augment", "ema", "schedules", "diagnostics", "models"},
+    {"losses", "augment", "ada", "ema", "schedules", "diagnostics", "models"},
     {"data"},
     {"metrics"},
     {"checkpoint", "tracking", "preemption"},

@@ -88,6 +88,8 @@ class Evaluator:
             kid_subsets=cfg.kid_subsets,
             kid_subset_size=cfg.kid_subset_size,
             isc_splits=cfg.isc_splits,
+            prc=cfg.precision_recall,
+            prc_neighborhood=cfg.prc_neighborhood,
         )
         self.reference: Reference | None = None
         self.cache_hit: bool | None = None
@@ -200,6 +202,7 @@ class Evaluator:
                     batch_size=self.cfg.batch_size,
                     seed=self.cfg.seed,
                     num_classes=int(getattr(generator, "num_classes", 0) or 0),
+                    truncation=self.cfg.truncation,
                 )
                 results = score(fake, reference, self.layers, self.ranks, self.options)
         finally:

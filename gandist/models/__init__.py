@@ -19,13 +19,21 @@ if TYPE_CHECKING:
 
 
 def generate(
-    generator: nn.Module, latents: torch.Tensor, labels: torch.Tensor | None = None
+    generator: nn.Module,
+    latents: torch.Tensor,
+    labels: torch.Tensor | None = None,
+    truncation: float = 1.0,
 ) -> torch.Tensor:
     """Images [B, C, H, W] (or clips [B, 1, L]) from latents [B, latent_dim]; class labels [B]
     for conditional models.
 
     The one place that knows how a generator is called, for grids, evaluation and export.
+    `truncation` < 1 applies the truncation trick (gandist.models.truncation).
     """
+    if truncation != 1.0:
+        from gandist.models.truncation import truncated_generate
+
+        return truncated_generate(generator, latents, labels, truncation)
     if labels is None:
         return generator(latents)
     return generator(latents, labels)

@@ -60,16 +60,24 @@ def class_labels(generator: nn.Module, num: int, class_index: int | None) -> tor
 
 @torch.no_grad()
 def draw(
-    run_or_checkpoint: str | os.PathLike, num: int, seed: int = 0, class_index: int | None = None
+    run_or_checkpoint: str | os.PathLike,
+    num: int,
+    seed: int = 0,
+    class_index: int | None = None,
+    truncation: float = 1.0,
 ) -> tuple[torch.Tensor, Config]:
     """`num` samples drawn with `seed` (images [B, C, H, W] or clips [B, 1, L] in [-1, 1]) and
-    the run's config. Conditional models draw class `class_index`, or every class in turn."""
+    the run's config. Conditional models draw class `class_index`, or every class in turn;
+    `truncation` < 1 applies the truncation trick (gandist.models.truncation)."""
+    from gandist.models.truncation import check_psi
+
     if num < 1:
         raise ValueError(f"--num must be >= 1, got {num}")
+    check_psi(truncation)
     generator, cfg = load_generator(run_or_checkpoint)
     labels = class_labels(generator, num, class_index)
     latents = torch.randn(num, cfg.model.latent_dim, generator=torch.Generator().manual_seed(seed))
-    return generate(generator, latents, labels), cfg
+    return generate(generator, latents, labels, truncation), cfg
 
 
 def sample_grid(
@@ -78,9 +86,10 @@ def sample_grid(
     out: str | os.PathLike,
     seed: int = 0,
     class_index: int | None = None,
+    truncation: float = 1.0,
 ) -> Path:
     """Write a grid of `num` samples drawn with `seed` to `out` (a PNG)."""
-    images, _ = draw(run_or_checkpoint, num, seed, class_index)
+    images, _ = draw(run_or_checkpoint, num, seed, class_index, truncation)
     image_grid(images, out)
     return Path(out)
 
@@ -95,11 +104,12 @@ def write_samples(
     out: str | os.PathLike | None = None,
     seed: int = 0,
     class_index: int | None = None,
+    truncation: float = 1.0,
 ) -> list[Path]:
     """`gandist sample`: an image run's grid at `out` (default samples.png), or for an audio run
     `num` WAV files at data.sample_rate and their spectrogram sheet in the folder `out`
     (default samples/). Returns the files written, the picture last."""
-    samples, cfg = draw(run_or_checkpoint, num, seed, class_index)
+    samples, cfg = draw(run_or_checkpoint, num, seed, class_index, truncation)
     if cfg.data.kind != "audio":
         path = Path(out or DEFAULT_GRID)
         image_grid(samples, path)

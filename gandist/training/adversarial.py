@@ -14,12 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from gandist.ada import AdaptiveAugment
 from gandist.augment import DiffAugment
 from gandist.diagnostics import sample_diversity
-from gandist.ema import GeneratorEMA
+from gandist.ema import GeneratorEMA, LogitAnchors
 from gandist.losses import (
     gradient_penalty,
     interpolate,
+    lecam_penalty,
+    mode_seeking_penalty,
     orthogonal_penalty,
     path_length_penalty,
     r1_penalty,
@@ -27,7 +30,7 @@ from gandist.losses import (
 from gandist.models import generate
 from gandist.models.layers import conv_weights
 from gandist.registry import ALGORITHMS, LOSSES, MODELS
-from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase
+from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase, Runtime
 from gandist.training.config import KIND_NOUNS, Config
 
 G, D = "generator", "discriminator"
@@ -52,6 +55,13 @@ class AdversarialGAN(Algorithm):
         self.networks = {G: generator, D: discriminator}
         self.objective = LOSSES.get(cfg.train.loss)
         self.augment = DiffAugment(cfg.train.augment or "")
+        train = cfg.train
+        self.ada = (
+            AdaptiveAugment(train.ada_target, train.ada_interval, train.ada_ramp_images)
+            if train.ada_target > 0
+            else None
+        )
+        self.lecam = LogitAnchors(cfg.reg.lecam_decay) if cfg.reg.lecam_weight > 0 else None
         self.num_classes = int(getattr(generator, "num_classes", 0))
         self.ema = (
             GeneratorEMA(generator, cfg.train.ema_half_life_images)
@@ -99,7 +109,22 @@ class AdversarialGAN(Algorithm):
             return self._d_loss(*self._real(batch), phase.index)
         return self._g_loss(phase.index)
 
+    def bind(self, runtime: Runtime) -> None:
+        super().bind(runtime)
+        if self.ada is not None:
+            self.ada.to(runtime.device)
+        if self.lecam is not None:
+            self.lecam.to(runtime.device)
+
     def after_update(self, phase: Phase, skipped: bool) -> None:
+        if (
+            phase.name == "d"
+            and self.ada is not None
+            and (phase.index + 1) % self.ada.interval == 0
+        ):
+            self.ada.adjust(
+                self.ada.interval * self.runtime.batch_per_rank * self.runtime.world_size
+            )
         if phase.name == "d" and self.cfg.reg.weight_clip > 0:
             clip = self.cfg.reg.weight_clip
             with torch.no_grad():
@@ -129,7 +154,8 @@ class AdversarialGAN(Algorithm):
         num = len(labels) if labels is not None else len(self.fixed_latents)
         labels = None if labels is None else labels.to(device)
         with self.runtime.autocast():
-            images = generate(generator, self.fixed_latents[:num].to(device), labels)
+            latents = self.fixed_latents[:num].to(device)
+            images = generate(generator, latents, labels, self.cfg.eval.truncation)
         generator.train(was_training)
         return images
 
@@ -137,7 +163,12 @@ class AdversarialGAN(Algorithm):
         return self.ema.module if self.ema is not None else self.local(G)
 
     def state(self) -> dict[str, Any]:
-        return {"ema": self.ema} if self.ema is not None else {}
+        state: dict[str, Any] = {"ema": self.ema} if self.ema is not None else {}
+        return state | ({"ada": self.ada} if self.ada is not None else {})
+
+    def rank_state(self) -> dict[str, Any]:
+        # LeCam anchors average this rank's own logits: no collective per step.
+        return {"lecam": self.lecam} if self.lecam is not None else {}
 
     def check_batch(self, batch: dict[str, Any]) -> None:
         if self.media not in batch:
@@ -185,9 +216,11 @@ class AdversarialGAN(Algorithm):
     def _critic(
         self, discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None
     ) -> torch.Tensor:
-        """D's logits [B] on augmented images; the same DiffAugment for real and fake."""
+        """D's logits [B] on augmented images; the same DiffAugment and ADA for real and fake."""
         if self.augment:
             images = self.augment(images)
+        if self.ada is not None:
+            images = self.ada(images)
         return discriminator(images) if labels is None else discriminator(images, labels)
 
     def _d_loss(
@@ -201,12 +234,27 @@ class AdversarialGAN(Algorithm):
             real_logits = self._critic(self.networks[D], real_images, real_labels)
             fake_logits = self._critic(self.networks[D], fake_images, fake_labels)
             loss, metrics = self.objective.d_loss(real_logits, fake_logits)
+        if self.ada is not None:
+            self.ada.observe(real_logits)
+            metrics |= self.ada.metrics()
+        lecam, lecam_metrics = self._lecam(real_logits, fake_logits)
         penalty, penalty_metrics = self._d_penalties(
             real_images, real_labels, fake_images, fake_labels, index
         )
         if self.diagnostics:
             metrics["real_diversity"] = sample_diversity(real_images)
-        return loss + penalty, {"d_loss": loss.detach(), **metrics, **penalty_metrics}
+        total = loss + lecam + penalty
+        return total, {"d_loss": loss.detach(), **metrics, **lecam_metrics, **penalty_metrics}
+
+    def _lecam(
+        self, real_logits: torch.Tensor, fake_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, Metrics]:
+        """The weighted LeCam penalty on this D step's logits, after moving its anchors."""
+        if self.lecam is None:
+            return torch.zeros((), device=real_logits.device), {}
+        self.lecam.update(real_logits.detach(), fake_logits.detach())
+        penalty, metrics = lecam_penalty(real_logits, fake_logits, self.lecam.real, self.lecam.fake)
+        return self.cfg.reg.lecam_weight * penalty, metrics
 
     def _d_penalties(
         self,
@@ -243,11 +291,16 @@ class AdversarialGAN(Algorithm):
     def _g_loss(self, index: int) -> tuple[torch.Tensor, Metrics]:
         batch_size = self.runtime.batch_per_rank
         labels = self._fake_labels(batch_size)
+        latents = self._latents(batch_size)
         with self.runtime.autocast():
-            fake_images = generate(self.networks[G], self._latents(batch_size), labels)
+            fake_images = generate(self.networks[G], latents, labels)
             fake_logits = self._critic(self.local(D), fake_images, labels)
             loss, metrics = self.objective.g_loss(fake_logits)
         penalty, penalty_metrics = self._g_penalties(batch_size, index)
+        if self.cfg.reg.diversity_weight > 0:
+            diversity, m = mode_seeking_penalty(fake_images, latents)
+            penalty = penalty + self.cfg.reg.diversity_weight * diversity
+            penalty_metrics |= m | {"mode_seeking": diversity.detach()}
         if self.diagnostics:
             metrics["sample_diversity"] = sample_diversity(fake_images)
         return loss + penalty, {"g_loss": loss.detach(), **metrics, **penalty_metrics}

@@ -94,6 +94,13 @@ class TrainConfig:
     """Half-life of the generator EMA in images (global, so independent of GPU count); 0: no EMA."""
     augment: str | None = None
     """DiffAugment policy for real and fake images in D: comma list of translation, cutout, color."""
+    ada_target: float = 0.0
+    """Adaptive discriminator augmentation (ADA): the target of r_t = E[sign(D(real))], 0.6 in
+    the paper; the augment probability p rises while r_t is above it. 0 disables ADA."""
+    ada_interval: int = 4
+    """ADA: D steps between adjustments of p (each one all-reduce of two numbers)."""
+    ada_ramp_images: int = 500_000
+    """ADA: images over which p can move from 0 to 1 (the paper's 500k); smaller adapts faster."""
     algorithm: str = "adversarial"
     """The training algorithm: `adversarial` (one generator against one discriminator) or `cyclegan` (unpaired translation between data.shards and data.shards_b; model.name=cyclegan)."""
     skip_nonfinite: bool = True
@@ -136,6 +143,13 @@ class TrainConfig:
             f"train.ema_half_life_images must be >= 0, got {self.ema_half_life_images}",
         )
         _require(
+            0 <= self.ada_target < 1,
+            f"train.ada_target must be in [0, 1) (0.6 in the paper, 0: off), got {self.ada_target}",
+        )
+        for key in ("ada_interval", "ada_ramp_images"):
+            value = getattr(self, key)
+            _require(value >= 1, f"train.{key} must be >= 1, got {value}")
+        _require(
             self.max_bad_steps >= 1, f"train.max_bad_steps must be >= 1, got {self.max_bad_steps}"
         )
         _require(
@@ -163,12 +177,30 @@ class RegConfig:
     """Lazy path-length regularisation: every this many G steps, scaled up by the same factor."""
     ortho_weight: float = 0.0
     """BigGAN's orthogonal regularisation of G's weights (1e-4 in the paper); 0 disables it."""
+    lecam_weight: float = 0.0
+    """LeCam regularisation of D for limited data (Tseng et al., 2021; 0.1-0.3 in the paper): pulls D's outputs towards moving averages of the other side's; 0 disables it."""
+    lecam_decay: float = 0.99
+    """Decay of the LeCam anchors (moving averages of D's mean outputs on reals and fakes)."""
+    diversity_weight: float = 0.0
+    """Mode-seeking term for G against mode collapse (MSGAN, Mao et al., 2019; 1 in the paper): penalises pairs of latents whose images are close; 0 disables it."""
     weight_clip: float = 0.0
     """WGAN: clamp every D parameter to [-c, c] after each D step (0.01 in the paper); 0 disables."""
 
     def __post_init__(self) -> None:
         require_finite(self, "reg")
-        for key in ("gp_weight", "r1_gamma", "pl_weight", "ortho_weight", "weight_clip"):
+        _require(
+            0.0 <= self.lecam_decay < 1.0,
+            f"reg.lecam_decay must be in [0, 1), got {self.lecam_decay}",
+        )
+        for key in (
+            "gp_weight",
+            "r1_gamma",
+            "pl_weight",
+            "ortho_weight",
+            "weight_clip",
+            "lecam_weight",
+            "diversity_weight",
+        ):
             value = getattr(self, key)
             _require(value >= 0, f"reg.{key} must be >= 0, got {value}")
         for key in ("r1_every", "pl_every"):
@@ -248,10 +280,12 @@ def check_names(cfg: Config) -> None:
     ALGORITHMS.check(cfg.train.algorithm, "train.algorithm")
     MODELS.check(cfg.model.name, "model.name")
     LOSSES.check(cfg.train.loss, "train.loss")
+    from gandist.ada import check_ada_data
     from gandist.augment import check_policy
     from gandist.metrics.extractors import check_extractor_name
 
     check_policy(cfg.train.augment or "", "train.augment")
+    check_ada_data(cfg.train.ada_target, cfg.data.kind)
     check_extractor_name(cfg.eval.extractor, cfg.eval.weights_path)
     translator = bool(getattr(MODELS.get(cfg.model.name), "translator", False))
     if translator != (cfg.train.algorithm == "cyclegan"):
@@ -300,9 +334,14 @@ def family_kind(model_name: str) -> str:
 
 
 def families_of_kind(kind: str) -> list[str]:
+    """The generative families of a kind (translators such as cyclegan are another algorithm's)."""
     from gandist.registry import MODELS
 
-    return [name for name in MODELS.names() if family_kind(name) == kind]
+    return [
+        name
+        for name in MODELS.names()
+        if family_kind(name) == kind and not getattr(MODELS.get(name), "translator", False)
+    ]
 
 
 def a_family(kind: str) -> str:

@@ -208,7 +208,10 @@ class Trainer:
 
     def _log_scalars(self, window: MetricWindow) -> dict[str, float]:
         # The loop's cross-rank reductions, paid once per log interval.
-        values = {f"train/{k}": v for k, v in window.reduce(self.accelerator).items()}
+        # Keys an algorithm already namespaced (`aug/p`) keep their namespace.
+        values = {
+            k if "/" in k else f"train/{k}": v for k, v in window.reduce(self.accelerator).items()
+        }
         values["train/images_seen"] = self.progress.images_seen
         values["train/hours"] = self.progress.hours
         values["train/skipped_steps"] = self.progress.skipped_updates
