@@ -50,6 +50,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     except ConfigError as err:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
+    # `--dynamo_backend no`: train.compile decides (a user's `accelerate config` must not compile
+    # the local modules the penalties differentiate twice; gandist.training.performance).
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--multi_gpu", "--num_processes", str(num), "--num_machines", "1",
@@ -101,6 +103,31 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
         resolution=args.size, channels=3, classes=list(DIGITS),
     )  # fmt: skip
     print(f"wrote {args.num} glyphs in {len(shards)} shards to {args.out}")
+    return 0
+
+
+def cmd_data_glyph_domains(args: argparse.Namespace) -> int:
+    from tqdm.auto import tqdm
+
+    from gandist.data.shards import write_manifest, write_shards
+    from gandist.data.synthetic import DIGITS, GLYPH_DOMAINS, domain_glyph_samples
+
+    num_b = args.num if args.num_b is None else args.num_b
+    if min(args.num, num_b) < 1 or args.size < 8:
+        print("gandist: error: --num and --num-b must be >= 1 and --size >= 8", file=sys.stderr)
+        return 2
+    for domain, num in zip(GLYPH_DOMAINS, (args.num, num_b), strict=True):
+        out = args.out / domain
+        samples = domain_glyph_samples(
+            num, domain, size=args.size, seed=args.seed, workers=args.workers
+        )
+        progress = tqdm(samples, total=num, desc=f"domain {domain}", disable=args.quiet)
+        shards = write_shards(progress, out, prefix=f"glyphs-{domain}", max_count=args.shard_size)
+        write_manifest(
+            out, shards, kind="image", dataset=f"glyph-domains/{domain}", count=num,
+            seed=args.seed, resolution=args.size, channels=3, classes=list(DIGITS),
+        )  # fmt: skip
+        print(f"wrote {num} glyphs of domain {domain} in {len(shards)} shards to {out}")
     return 0
 
 
@@ -230,17 +257,69 @@ def sample_class_index(run: str, value: str | None) -> int | None:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    from gandist.runs.sample import sample_grid
+    from gandist.runs.sample import real_against_generated, write_samples
 
     try:
+        if args.real:
+            out = args.out or Path("real-vs-generated.png")
+            print(f"wrote {real_against_generated(args.run, args.real, out, seed=args.seed)}")
+            return 0
         class_index = sample_class_index(args.run, args.class_name)
-        path = sample_grid(
-            args.run, num=args.num, out=args.out, seed=args.seed, class_index=class_index
+        paths = write_samples(
+            args.run,
+            num=args.num,
+            out=args.out,
+            seed=args.seed,
+            class_index=class_index,
+            truncation=args.truncation,
         )
     except ValueError as err:  # ConfigError is a ValueError
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
-    print(f"wrote {path}")
+    if len(paths) == 1:
+        print(f"wrote {paths[0]}")
+    else:
+        print(f"wrote {len(paths) - 1} WAV files and {paths[-1].name} to {paths[-1].parent}")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from gandist.runs.compare import compare
+
+    try:
+        table, path = compare(args.runs, args.out, by=args.by, page=args.html)
+    except ValueError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    print(table)
+    for written in filter(None, (path, args.html)):
+        print(f"wrote {written}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gandist.runs.export import export_generator
+
+    try:
+        out = export_generator(args.run, args.out, raw=args.raw)
+    except ValueError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {out} (model.safetensors, config.json, README.md, generator.pt2)")
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from gandist.runs.translate import translate
+
+    try:
+        count = translate(
+            args.run, args.source, args.direction, args.out, batch_size=args.batch_size
+        )
+    except ValueError as err:  # ConfigError is a ValueError
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    print(f"wrote {count} translated images ({args.direction}) to {args.out}")
     return 0
 
 
@@ -248,6 +327,26 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     from gandist.bench.train import bench_train
 
     bench_train(args.config, args.overrides, steps=args.steps, rounds=args.rounds, data=args.data)
+    return 0
+
+
+def cmd_bench_audio(args: argparse.Namespace) -> int:
+    from gandist.bench.audio import bench_audio
+
+    bench_audio(
+        args.config, args.overrides, args.steps, args.rounds, args.num_processes, args.plain_threads
+    )
+    return 0
+
+
+def cmd_bench_gpu(args: argparse.Namespace) -> int:
+    from gandist.bench.gpu import bench_gpu
+
+    try:
+        bench_gpu(args.configs, args.set, args.variants, steps=args.steps, out=args.out)
+    except ValueError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -261,6 +360,7 @@ def cmd_bench_families(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
+    from gandist.distributed import CudaUnavailableError
     from gandist.runs.evaluate import evaluate_checkpoint
     from gandist.train import configure_logging
 
@@ -270,6 +370,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     except ValueError as err:  # ConfigError is a ValueError
         print(f"gandist: error: {err}", file=sys.stderr)
         return 2
+    except CudaUnavailableError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 1
     if int(os.environ.get("RANK", "0")) == 0:
         print(json.dumps(record, indent=2))
     return 0
@@ -346,6 +449,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_data_synth)
+    p = synth_sub.add_parser(
+        "glyph-domains",
+        help="unpaired two-domain glyphs for cyclegan: OUT/a (light on navy), OUT/b (bold red on cream)",
+    )
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--num", type=int, default=10000, help="samples of domain A")
+    p.add_argument("--num-b", type=int, default=None, help="samples of domain B (default --num)")
+    p.add_argument("--size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shard-size", type=int, default=500, help="samples per shard")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_data_glyph_domains)
     p = synth_sub.add_parser("tones", help="labelled audio: notes and hits of 8 timbres, 16 kHz")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--num", type=int, default=8000)
@@ -397,17 +513,62 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=64, help="samples on the contact sheet")
     p.set_defaults(func=cmd_data_inspect)
 
-    p = sub.add_parser("sample", help="draw a grid of samples from a run or checkpoint")
+    p = sub.add_parser(
+        "sample", help="draw a grid of samples (audio: WAV files and spectrograms) from a run"
+    )
     p.add_argument("run", help="run directory (newest checkpoint) or a checkpoint folder")
     p.add_argument("--num", type=int, default=64)
-    p.add_argument("--out", type=Path, default=Path("samples.png"))
+    p.add_argument(
+        "--out", type=Path, default=None,
+        help="image runs: the grid PNG (default samples.png); audio runs: a folder for the WAV "
+        "files and spectrograms.png (default samples/)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--class", dest="class_name", default=None, metavar="NAME|INDEX",
         help="conditional models: draw only this class, by name (the shards' class folders) or "
         "index (default: cycle through all classes)",
     )  # fmt: skip
+    p.add_argument(
+        "--real", type=int, default=0, metavar="N",
+        help="audio runs: instead, one PNG (--out, default real-vs-generated.png) of the "
+        "spectrograms of the first N real clips above N generated ones",
+    )  # fmt: skip
+    p.add_argument(
+        "--truncation", type=float, default=1.0, metavar="PSI",
+        help="truncation trick in [0, 1]: towards the mean w (style-based G) or resampling "
+        "out-of-range z (others); 1 = off, 0.7 is usual",
+    )  # fmt: skip
     p.set_defaults(func=cmd_sample)
+
+    p = sub.add_parser("compare", help="a table and curves of finished runs (no wandb needed)")
+    p.add_argument("runs", nargs="+", help="run directories, globs, or a folder of runs (a sweep)")
+    p.add_argument("--out", type=Path, default=Path("compare.png"), help="PNG of the curves")
+    p.add_argument(
+        "--by", choices=["images", "steps", "hours"], default="images",
+        help="x-axis of the curves: images seen (default), steps or wall-clock hours",
+    )  # fmt: skip
+    p.add_argument("--html", type=Path, default=None, help="also write one self-contained page")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("export", help="a generator others load: hub folder + torch.export program")
+    p.add_argument("run", help="run directory (its newest checkpoint) or a checkpoint folder")
+    p.add_argument("--out", type=Path, required=True, help="folder to write")
+    p.add_argument(
+        "--raw", action="store_true",
+        help="the trained generator's weights instead of its EMA",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("translate", help="translate images with a cyclegan run (A->B or B->A)")
+    p.add_argument("run", help="run directory (newest checkpoint) or a checkpoint folder")
+    p.add_argument("--from", dest="source", required=True,
+                   help="a folder of images, or shards (anything data.shards accepts)")  # fmt: skip
+    p.add_argument("--direction", required=True, choices=["ab", "ba"],
+                   help="ab: domain A (data.shards) to B (data.shards_b); ba: B to A")  # fmt: skip
+    p.add_argument("--out", required=True, type=Path, help="folder for the PNG files")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=cmd_translate)
 
     p = sub.add_parser("eval", help="FID / KID / IS of a run's newest checkpoint or one checkpoint")
     p.add_argument("run", help="run directory (its newest checkpoint) or a checkpoint folder")
@@ -458,6 +619,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", choices=("memory", "stream"), default="memory",
                    help="memory: the same decoded batches for both loops; stream: both read the shards")  # fmt: skip
     p.set_defaults(func=cmd_bench_train)
+    p = bench_sub.add_parser(
+        "audio", help="seconds of audio generated per second: N ranks against a plain loop"
+    )
+    p.add_argument("config", nargs="?", default="configs/wavegan.yaml")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--steps", type=int, default=30, help="steps per timed round")
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds of each")
+    p.add_argument("--num-processes", type=int, default=2, help="ranks of the Trainer")
+    p.add_argument("--plain-threads", type=int, default=None,
+                   help="threads of the plain loop (default: torch's, one per core)")  # fmt: skip
+    p.set_defaults(func=cmd_bench_audio)
+    p = bench_sub.add_parser(
+        "gpu", help="compile, channels_last and bf16 side by side against a plain fp32 loop"
+    )
+    p.add_argument("configs", nargs="*", default=["configs/dcgan64.yaml"])
+    p.add_argument("--set", nargs="*", default=[], help="key=value overrides for every run")
+    p.add_argument("--variants", nargs="+", default=None,
+                   help="Trainer variants (default all: fp32 fp32+cl fp32+compile bf16 bf16+cl bf16+cl+compile)")  # fmt: skip
+    p.add_argument("--steps", type=int, default=60, help="steps per run")
+    p.add_argument("--out", default=None, help="also write the table here as JSON")
+    p.set_defaults(func=cmd_bench_gpu)
     p = bench_sub.add_parser("data", help="stream samples/s against a plain decode loop")
     p.add_argument("shards", nargs="*", help="one or more shard specs (images or audio)")
     p.add_argument("--workers", type=int, nargs="+", default=None,

@@ -1,4 +1,5 @@
-"""Generator EMA: an exponential moving average of G's weights, used for sampling and evaluation."""
+"""Exponential moving averages: of G's weights (for sampling and evaluation), and of D's mean
+outputs (the anchors of the LeCam penalty)."""
 
 from __future__ import annotations
 
@@ -45,3 +46,44 @@ class GeneratorEMA:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state)
+
+
+class LogitAnchors:
+    """Moving averages of D's mean output on reals and on fakes (LeCam's a_R and a_F).
+
+    Kept per rank on the device (no sync per step; a `rank_state` checkpoint component). The
+    first update sets them, later ones move them by 1 - decay (0.99 in the paper's code).
+    """
+
+    def __init__(self, decay: float, device: torch.device | str = "cpu") -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"decay must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.values = torch.zeros(2, device=device)  # [a_R, a_F]
+        self.started = torch.zeros((), dtype=torch.bool, device=device)
+
+    def to(self, device: torch.device | str) -> LogitAnchors:
+        self.values, self.started = self.values.to(device), self.started.to(device)
+        return self
+
+    @torch.no_grad()
+    def update(self, real_logits: torch.Tensor, fake_logits: torch.Tensor) -> None:
+        means = torch.stack([real_logits.float().mean(), fake_logits.float().mean()])
+        moved = self.values.lerp(means, 1.0 - self.decay)
+        self.values = torch.where(self.started, moved, means)
+        self.started = torch.ones_like(self.started)
+
+    @property
+    def real(self) -> torch.Tensor:
+        return self.values[0]
+
+    @property
+    def fake(self) -> torch.Tensor:
+        return self.values[1]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"values": self.values.cpu(), "started": self.started.cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        device = self.values.device
+        self.values, self.started = state["values"].to(device), state["started"].to(device)

@@ -198,3 +198,36 @@ def orthogonal_penalty(weights: list[torch.Tensor]) -> LossAndMetrics:
         off_diagonal = gram * (1.0 - torch.eye(gram.shape[0], device=gram.device))
         total = total + off_diagonal.square().sum()
     return total, {"ortho": total.detach()}
+
+
+def lecam_penalty(
+    real_logits: torch.Tensor,
+    fake_logits: torch.Tensor,
+    anchor_real: torch.Tensor,
+    anchor_fake: torch.Tensor,
+) -> LossAndMetrics:
+    """LeCam regularisation (Tseng et al., 2021), as in the authors' code: D's outputs on reals
+    are pulled down towards the moving average of its fake outputs, and fakes up towards that of
+    its reals, only where they are beyond it: E[relu(D(x) - a_F)^2] + E[relu(a_R - D(G(z)))^2].
+    Logits [B]; anchors are detached scalars (gandist.ema.LogitAnchors)."""
+    penalty = (
+        F.relu(real_logits.float() - anchor_fake).pow(2).mean()
+        + F.relu(anchor_real - fake_logits.float()).pow(2).mean()
+    )
+    return penalty, {"lecam": penalty.detach()}
+
+
+def mode_seeking_penalty(
+    images: torch.Tensor, latents: torch.Tensor, eps: float = 1e-5
+) -> LossAndMetrics:
+    """Mode-seeking term for G (MSGAN, Mao et al., 2019), as in the authors' code: the batch's
+    two halves pair up, and G is penalised by 1 / (mean |G(z1) - G(z2)| / mean |z1 - z2| + eps),
+    so two latents far apart must give images far apart: collapsing onto a few modes costs.
+    Images [B, ...], latents [B, D], B >= 2 (an odd last sample is left out)."""
+    half = images.shape[0] // 2
+    if half == 0:
+        raise ValueError("the mode-seeking term needs a batch of at least 2 per rank")
+    image_gap = (images[:half] - images[half : 2 * half]).float().abs().mean()
+    latent_gap = (latents[:half] - latents[half : 2 * half]).float().abs().mean()
+    ratio = image_gap / latent_gap
+    return 1.0 / (ratio + eps), {"mode_seeking_ratio": ratio.detach()}

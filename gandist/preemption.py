@@ -2,7 +2,11 @@
 
 Two ways to ask a training to checkpoint and exit:
 
-- SIGTERM (or SIGUSR1) delivered to a training process. One rank receiving it is enough.
+- SIGTERM (or SIGUSR1, or SIGINT: Ctrl-C) delivered to a training process. One rank receiving
+  it is enough. Schedulers send TERM to every process of the job at once (Slurm on preemption
+  and `scancel`, then KILL after the grace time; Kubernetes; `kill -TERM -PGID`): the data
+  workers leave it to the training process (`gandist.data.loader.leave_stop_signals_to`), and
+  further signals never kill a rank before its checkpoint is written.
 - The stop file named by `GANDIST_STOP_FILE` comes into existence. `slurm/train.sbatch` and
   `gandist train --num-processes N` create it when *they* receive USR1/TERM: the launcher agents
   (torchrun, accelerate launch) die on USR1 and give their workers only 30 s after a TERM, so a
@@ -32,7 +36,7 @@ log = logging.getLogger(__name__)
 
 STOP_FILE_ENV = "GANDIST_STOP_FILE"
 STOPPED_PREFIX = "stopped at step"
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)
 
 
 def stop_file_requests_stop(path: Path) -> bool:
@@ -53,9 +57,12 @@ def stop_file_requests_stop(path: Path) -> bool:
 class StopRequest:
     """Watches for a stop request (signals, stop file) and turns it into one agreed stop step.
 
-    `install()` replaces the SIGTERM/SIGUSR1 handlers of this process (main thread only) until
-    `close()`. A first signal only sets a flag; a second one of the same kind gets the previous
-    handler (by default: the process dies), so an impatient operator can still kill the run.
+    `install()` replaces the SIGTERM/SIGUSR1/SIGINT handlers of this process (main thread only)
+    until `close()`. A first signal sets a flag; later ones are only logged: a scheduler or a
+    launcher agent often sends TERM twice (to the group, then to each rank), and dying of the
+    second would lose the checkpoint the first asked for. SIGKILL still stops a run at once.
+    `close()` restores the previous handlers; an entry point about to exit then calls
+    `ignore_stop_signals`, so a late signal cannot turn its clean exit into a death by signal.
     """
 
     def __init__(
@@ -87,18 +94,21 @@ class StopRequest:
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if os.getpid() != self._pid:
-            # A forked DataLoader worker inherited the handler: it should just die as before.
+            # A forked process that inherited the handler: it dies as before. (DataLoader
+            # workers block stop signals first thing, in `leave_stop_signals_to`.)
             signal.signal(signum, signal.SIG_DFL)
             os.kill(os.getpid(), signum)
             return
         name = signal.Signals(signum).name
-        if self.received == name:
-            log.warning("second %s: stopping now, without a checkpoint", name)
-            previous = self._previous.get(signum, signal.SIG_DFL)
-            signal.signal(signum, previous)  # type: ignore[arg-type]
-            os.kill(os.getpid(), signum)
+        if self.received:
+            log.warning(
+                "%s received: already stopping (asked by %s); the checkpoint is on its way "
+                "(SIGKILL stops without one)",
+                name,
+                self.received,
+            )
             return
-        self.received = self.received or name
+        self.received = name
         log.warning("%s received: checkpointing at the next agreed step, then exiting", name)
 
     def requested_locally(self) -> str | None:
@@ -130,23 +140,47 @@ class StopRequest:
             f.write(f"{STOPPED_PREFIX} {step}\n")
 
 
-def run_forwarding_stop(command: list[str], env: Mapping[str, str] | None = None) -> int:
-    """Run a launcher (`accelerate launch ...`) whose ranks stop gracefully on our TERM/USR1.
+def ignore_stop_signals() -> None:
+    """For a process whose work is done and saved, about to exit: stop signals are ignored from
+    here on (a scheduler's late TERM must not turn exit code 0 into a death by signal)."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
-    The first TERM or USR1 writes the ranks' stop file instead of reaching the launcher's agent
-    (which would give its workers 30 s, or die on USR1); a second one is passed on as TERM.
-    Returns the launcher's exit code.
+
+def _die_with_parent() -> None:
+    """In the launcher's child, before exec: get TERM when this process dies (Linux), so a
+    launcher in its own session is not orphaned by a SIGKILL of `gandist train`."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: the orphan finishes its run on its own
+        pass
+
+
+def run_forwarding_stop(command: list[str], env: Mapping[str, str] | None = None) -> int:
+    """Run a launcher (`accelerate launch ...`) whose ranks stop gracefully on our TERM/USR1/INT.
+
+    The launcher runs in its own session, so a signal to our whole process group (a scheduler,
+    `kill -TERM -PGID`, Ctrl-C) reaches only this process, never the launcher's agent (which
+    would give its workers 30 s, or die on USR1). The first signal writes the ranks' stop file;
+    later ones are only logged, so the ranks always finish their checkpoint (SIGKILL of this
+    process still ends the launcher, with TERM). Returns the launcher's exit code.
     """
     env = dict(os.environ if env is None else env)
     with tempfile.TemporaryDirectory(prefix="gandist-stop-") as tmp:
         stop_file = Path(env.setdefault(STOP_FILE_ENV, str(Path(tmp) / "stop")))
-        child = subprocess.Popen(command, env=env)
+        child = subprocess.Popen(
+            command, env=env, start_new_session=True, preexec_fn=_die_with_parent
+        )
         asked: list[str] = []
 
         def forward(signum: int, frame: FrameType | None) -> None:
             name = signal.Signals(signum).name
             if asked:
-                child.send_signal(signal.SIGTERM)
+                log.warning(
+                    "%s received: the ranks are already stopping (asked by %s)", name, asked[0]
+                )
                 return
             asked.append(name)
             with stop_file.open("a") as f:
@@ -156,5 +190,7 @@ def run_forwarding_stop(command: list[str], env: Mapping[str, str] | None = None
         try:
             return child.wait()
         finally:
+            if child.poll() is None:  # we are failing ourselves: do not leave the ranks behind
+                child.terminate()
             for signum, handler in previous.items():
                 signal.signal(signum, handler)

@@ -5,9 +5,13 @@ A run directory looks like this; nothing else in gandist spells these names:
 runs/NAME/
   config.yaml          the resolved config of the latest launch
   run.json             how it was launched (world size, device, precision, versions)
+  run.lock             held by the job training in it (host, pid, start): one job at a time
   metrics.jsonl        one JSON line per scalar log: {"step": 20, "train/d_loss": ...}
   wandb_run_id         the wandb run this directory logs to (a resumed job appends to it)
-  samples/step-N.png   sample grids from fixed latents
+  samples/step-N.png   sample grids from fixed latents (the EMA's when there is one; audio runs:
+                       the clips' spectrograms)
+  samples/raw/, samples/class_K/   the raw generator's grids (with an EMA), per-class grids
+  samples/step-N/clip-I.wav  audio runs: the clips themselves, at data.sample_rate
   checkpoints/step-N/  complete checkpoints (COMPLETE marker, config.yaml, generator.pt, state)
   checkpoints/abandoned-.../  checkpoints fenced off by a rollback (never resumed from)
 ```
@@ -33,11 +37,18 @@ CONFIG_FILE = "config.yaml"
 RUN_INFO_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
 WANDB_ID_FILE = "wandb_run_id"
+LOCK_FILE = "run.lock"
 SAMPLES = "samples"
+MAIN_SAMPLES = "samples"  # the main grid's name; others (`samples_raw`) get their own folder
 RESUME_CHOICES = (
     "resume=latest (newest checkpoint, or a fresh start), a checkpoint folder or a run directory"
 )
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+
+
+def lock_path(run_dir: str | os.PathLike) -> Path:
+    """The file a training job holds locked while it trains in `run_dir`."""
+    return Path(run_dir) / LOCK_FILE
 
 
 def checkpoint_root(run_dir: str | os.PathLike) -> Path:
@@ -48,8 +59,37 @@ def checkpoint_dir(run_dir: str | os.PathLike, step: int) -> Path:
     return checkpoint_root(run_dir) / f"step-{step:08d}"
 
 
-def sample_path(run_dir: str | os.PathLike, step: int, suffix: str = ".png") -> Path:
-    return Path(run_dir) / SAMPLES / f"step-{step:08d}{suffix}"
+def sample_path(
+    run_dir: str | os.PathLike, step: int, suffix: str = ".png", name: str = MAIN_SAMPLES
+) -> Path:
+    """`samples/step-N.png` for the main grid; `samples/NAME/step-N.png` for another named one."""
+    folder = Path(run_dir) / SAMPLES
+    if name != MAIN_SAMPLES:
+        folder = folder / name.removeprefix(f"{MAIN_SAMPLES}_")
+    return folder / f"step-{step:08d}{suffix}"
+
+
+def sample_grids(
+    run_dir: str | os.PathLike, name: str = MAIN_SAMPLES, suffix: str = ".png"
+) -> list[tuple[int, Path]]:
+    """(step, path) of every grid of one name a run wrote, oldest first."""
+    folder = sample_path(run_dir, 0, suffix, name).parent
+    found = []
+    for path in folder.glob(f"step-*{suffix}") if folder.is_dir() else []:
+        match = _STEP_DIR.match(path.name.removesuffix(suffix))
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def sample_clip_path(run_dir: str | os.PathLike, step: int, index: int) -> Path:
+    """Clip `index` of the fixed latent batch at `step`, as a WAV file (audio runs)."""
+    return Path(run_dir) / SAMPLES / f"step-{step:08d}" / f"clip-{index:03d}.wav"
+
+
+def sample_clips(run_dir: str | os.PathLike, step: int) -> list[Path]:
+    """The WAV files written at `step`, in latent order (empty for image runs)."""
+    return sorted((Path(run_dir) / SAMPLES / f"step-{step:08d}").glob("clip-*.wav"))
 
 
 def checkpoint_step(path: Path) -> int | None:

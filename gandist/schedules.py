@@ -7,15 +7,19 @@ import math
 import torch
 
 
-def lr_multiplier(step: int, schedule: str, warmup_steps: int, total_steps: int) -> float:
+def lr_multiplier(
+    step: int, schedule: str, warmup_steps: int, total_steps: int, decay_after_steps: int = 0
+) -> float:
     """The factor applied to the base learning rate at `step` (0-based).
 
     A linear warm-up from 1/warmup_steps to 1 first, then constant, linear decay to 0, or a
-    cosine decay to 0 at `total_steps`.
+    cosine decay to 0 at `total_steps`. The decay starts `decay_after_steps` after the warm-up
+    (CycleGAN: the full rate for the first half of training, then linearly to 0).
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
+    start = warmup_steps + decay_after_steps
+    progress = min(1.0, max(0, step - start) / max(1, total_steps - start))
     if schedule == "constant":
         return 1.0
     if schedule == "linear":
@@ -26,7 +30,11 @@ def lr_multiplier(step: int, schedule: str, warmup_steps: int, total_steps: int)
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer, schedule: str, warmup_steps: int, total_steps: int
+    optimizer: torch.optim.Optimizer,
+    schedule: str,
+    warmup_steps: int,
+    total_steps: int,
+    decay_after_steps: int = 0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
     """A LambdaLR stepped once per training step.
 
@@ -34,5 +42,6 @@ def build_scheduler(
     the schedule once per process per call, which would run it N times too fast on N ranks.
     """
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_multiplier(step, schedule, warmup_steps, total_steps)
+        optimizer,
+        lambda step: lr_multiplier(step, schedule, warmup_steps, total_steps, decay_after_steps),
     )

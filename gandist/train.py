@@ -7,6 +7,7 @@ Run it under any launcher: `accelerate launch --multi_gpu --num_processes N -m g
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import torch
@@ -16,6 +17,7 @@ from gandist.config import to_yaml
 from gandist.data.shards import expand_shards
 from gandist.distributed import launched_world_size
 from gandist.errors import ConfigError
+from gandist.preemption import ignore_stop_signals
 from gandist.rundir import latest_checkpoint, resolve_resume
 from gandist.training.config import Config, load_config
 from gandist.training.preflight import preflight_data
@@ -39,6 +41,8 @@ def preflight(cfg: Config, world_size: int | None = None) -> None:
     except ValueError as err:
         raise ConfigError(str(err)) from None
     preflight_data(cfg)  # what the shards hold; fills in model.num_classes left at 0
+    if os.environ.get("RANK", "0") == "0":  # later ranks might see their own job's lock
+        check_run_dir_free(cfg.output_dir)
     if cfg.eval.enabled:
         from gandist.metrics.extractors import preflight as eval_preflight
 
@@ -54,6 +58,19 @@ def preflight(cfg: Config, world_size: int | None = None) -> None:
         raise ConfigError(str(err)) from None
     if resume_from is not None:
         check_resume_compatible(resume_from, to_yaml(cfg))
+
+
+def check_run_dir_free(output_dir: str) -> None:
+    """ConfigError when another job trains in `output_dir` (its lock is held), before any
+    process starts; the Trainer takes the lock itself when it starts."""
+    from gandist.training.runlock import RunLock, RunLockedError
+
+    if not os.path.isdir(output_dir):
+        return
+    try:
+        RunLock(output_dir).acquire().release()
+    except RunLockedError as err:
+        raise ConfigError(str(err)) from None
 
 
 def configure_logging() -> None:
@@ -77,14 +94,33 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging()
     from gandist.training.trainer import Trainer  # after validation: keeps config errors fast
-    from gandist.training.updater import NonFiniteTrainingError
 
     try:
-        Trainer(cfg).train()
-    except NonFiniteTrainingError as err:
+        progress = Trainer(cfg).train()
+    except run_errors() as err:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 1
+    if progress.step < cfg.train.steps:  # stopped on request and saved: only the exit is left
+        ignore_stop_signals()
     return 0
+
+
+def run_errors() -> tuple[type[Exception], ...]:
+    """Errors that end a run with one line that says it all (exit 1), not a traceback: a lost
+    rank, unusable GPUs, a run that stopped making finite updates, stuck data workers, a run
+    directory held by another job."""
+    from gandist.data.loader import DataTimeoutError
+    from gandist.distributed import CudaUnavailableError, RankLostError
+    from gandist.training.runlock import RunLockedError
+    from gandist.training.updater import NonFiniteTrainingError
+
+    return (
+        RankLostError,
+        CudaUnavailableError,
+        NonFiniteTrainingError,
+        DataTimeoutError,
+        RunLockedError,
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates or reuses .venv with the test extras, then runs the test suite.
+# Creates or reuses .venv with the test extras, then runs the test suite (minus the tests marked
+# slow, which take minutes each: `bash launch/test.sh -m slow` runs them, as CI does).
 # Extra arguments go to pytest, e.g. `bash launch/test.sh -k config -x`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,4 +19,8 @@ if [ "${GANDIST_REQUIRE_SLURM:-0}" != 1 ]; then
   fi
 fi
 # -rs names every skipped test and why in the summary (a Slurm install that failed, no GPU).
-exec .venv/bin/python -m pytest -q -rs "$@"
+select=(-m "not slow")
+for arg in "$@"; do
+  case "$arg" in -m | -m*) select=() ;; esac  # the caller chose the markers
+done
+exec .venv/bin/python -m pytest -q -rs "${select[@]}" "$@"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -106,3 +107,47 @@ def test_bench_fid_scores_torch_fidelity_and_the_sharded_path_with_inception(
         assert float(per_s) == pytest.approx(2 / float(score_s), rel=0.1, abs=0.06)
         assert float(speedup.rstrip("x")) == pytest.approx(base_s / float(score_s), rel=0.1)
         assert 0 < float(fid) < float("inf")
+
+
+@pytest.mark.dist
+def test_bench_audio_prints_audio_seconds_per_second_of_both(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    tones = tmp_path / "tones"
+    assert cli.main(
+        ["data", "synth", "tones", "--out", str(tones), "--num", "16", "--shard-size", "4",
+         "--workers", "1", "--quiet"]
+    ) == 0  # fmt: skip
+    overrides = [
+        f"data.shards={tones}", "data.num_workers=0", "data.shuffle_buffer=4", "train.n_critic=2",
+        "model.latent_dim=8", "model.g_width=2", "model.d_width=2", "train.batch_size=4",
+        "train.num_samples=2",
+    ]  # fmt: skip
+    args = ["bench", "audio", "configs/wavegan.yaml", *overrides, "--steps", "4", "--rounds", "1"]
+    assert cli.main(args) == 0
+    out = capsys.readouterr().out
+    assert "round 1: plain" in out and "trainer x2" in out
+    assert "median seconds of generated audio per second of training: plain " in out
+
+
+def test_bench_gpu_runs_each_variant_against_the_plain_loop_and_writes_the_table(
+    tmp_path: Path, glyph_shards: Path, capsys: pytest.CaptureFixture
+) -> None:
+    overrides = [
+        o
+        for o in tiny_overrides(tmp_path / "unused", glyph_shards)
+        if not o.startswith(("output_dir", "train.steps", "train.log_every", "train.sample"))
+        and not o.startswith("train.checkpoint_every")
+    ]
+    out = tmp_path / "bench.json"
+    argv = ["bench", "gpu", "configs/dcgan.yaml", "--set", *overrides]
+    argv += ["--variants", "fp32", "fp32+cl", "--steps", "12", "--out", str(out)]
+    assert cli.main(argv) == 0
+    rows = json.loads(out.read_text())
+    assert [r["variant"] for r in rows] == ["plain fp32 loop", "gandist fp32", "gandist fp32+cl"]
+    assert all(r["images_per_s"] > 0 for r in rows)
+    fp32 = rows[1]["images_per_s"]
+    assert rows[2]["x_gandist_fp32"] == round(rows[2]["images_per_s"] / fp32, 2)
+    assert rows[0]["x_plain"] == 1.0
+    assert "gandist fp32+cl" in capsys.readouterr().out
+    assert cli.main(["bench", "gpu", "--variants", "fp16+magic"]) == 2

@@ -9,7 +9,15 @@ from tests.conftest import ROOT
 
 
 @pytest.mark.parametrize(
-    "argv", [["--help"], ["train", "--help"], ["data", "make", "--help"], ["sample", "--help"]]
+    "argv",
+    [
+        ["--help"],
+        ["train", "--help"],
+        ["data", "make", "--help"],
+        ["sample", "--help"],
+        ["train", "configs/dcgan.yaml", "train.stepz=1"],  # a key typo
+        ["train", "configs/dcgan.yaml", "model.name=dcgn"],  # a registry name typo
+    ],
 )
 def test_help_imports_no_heavy_package(argv: list[str]) -> None:
     _, heavy = time_command(argv, ROOT)

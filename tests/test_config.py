@@ -64,8 +64,8 @@ def test_public_override_keys_are_accepted(tmp_path: Path) -> None:
         (["train.batch_size=0"], "train.batch_size must be >= 1, got 0"),
         (
             ["model.name=dcgn"],
-            "unknown model 'dcgn' for model.name; choose from [biggan, conditional, dcgan, mlp, "
-            "sngan, stylegan2, wgan, wgan-gp]",
+            "unknown model 'dcgn' for model.name; choose from [biggan, conditional, "
+            "conditional-wavegan, cyclegan, dcgan, mlp, sngan, stylegan2, wavegan, wgan, wgan-gp]",
         ),
         (["data.resolution=48"], "needs data.resolution to be a power of two"),
         (["steps"], "override 'steps' must look like key=value"),
@@ -132,3 +132,49 @@ def test_existing_run_needs_resume_or_a_new_output_dir(tmp_path: Path, glyph_sha
     with pytest.raises(ConfigError, match="already holds checkpoints: pass resume=latest"):
         preflight(load_config(None, base), world_size=1)
     preflight(load_config(None, [*base, "resume=latest"]), world_size=1)
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("optim.g_lr=inf", "optim.g_lr=inf must be a finite number"),
+        ("optim.d_lr=nan", "optim.d_lr=nan must be a finite number"),
+        ("optim.betas=[0.5,nan]", "optim.betas=(0.5, nan) must be a finite number"),
+        ("reg.gp_weight=inf", "reg.gp_weight=inf must be a finite number"),
+        ("data.max_bad_fraction=nan", "data.max_bad_fraction=nan must be a finite number"),
+        ("train.dist_timeout_s=inf", "train.dist_timeout_s=inf must be a finite number"),
+        ("train.seed=-1", "train.seed must be in [0, 2**63), got -1"),
+        ("eval.num_samples=1", "eval.num_samples must be >= 2 (FID and KID compare sets), got 1"),
+        (
+            "model.num_classes=10",
+            "model.num_classes=10 but model.name=dcgan is unconditional (it ignores labels)",
+        ),
+        ("data.timeout_s=0", "data.timeout_s must be > 0 seconds, got 0"),
+    ],
+)
+def test_values_that_cannot_train_stop_the_cli_before_any_process(
+    override: str, expected: str, tmp_path: Path, glyph_shards: Path, capsys: pytest.CaptureFixture
+) -> None:
+    run_dir = tmp_path / "run"
+    args = [f"output_dir={run_dir}", f"data.shards={glyph_shards}", override]
+    assert cli.main(["train", "configs/dcgan.yaml", "--num-processes", "2", *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("gandist: error: ") and expected in err, err
+    assert len(err.splitlines()) == 1 and not run_dir.exists()
+
+
+def test_wasserstein_without_a_lipschitz_constraint_warns_naming_both_cures(
+    tmp_path: Path, glyph_shards: Path, capsys: pytest.CaptureFixture
+) -> None:
+    base = [
+        f"output_dir={tmp_path / 'run'}",
+        f"data.shards={glyph_shards}",
+        "train.loss=wasserstein",
+    ]
+    preflight(load_config(None, base), world_size=1)
+    (warning,) = capsys.readouterr().err.strip().splitlines()
+    assert warning.startswith("gandist: warning: train.loss=wasserstein without")
+    assert "reg.gp_weight" in warning and "reg.weight_clip" in warning
+    for cure in ("reg.gp_weight=10", "reg.weight_clip=0.01"):
+        preflight(load_config(None, [*base, cure]), world_size=1)
+        assert "warning" not in capsys.readouterr().err

@@ -142,6 +142,74 @@ def test_the_rank_left_names_the_lost_rank_within_the_timeout(
         assert elapsed < timeout_s, elapsed
 
 
+def test_a_training_rank_killed_mid_run_is_named_and_resume_continues_from_the_last_checkpoint(
+    tmp_path: Path, glyph_shards: Path
+) -> None:
+    """`gandist.train` on two ranks started as separate launches (as on two nodes, where no
+    agent kills the survivor): SIGKILL rank 1 mid-run; rank 0 exits 1 within
+    train.dist_timeout_s with one line naming rank 1; resume=latest continues."""
+    timeout_s = 20
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(
+        run_dir, glyph_shards,
+        **{"train.steps": 100_000, "train.checkpoint_every": 4, "train.sample_every": 100_000,
+           "train.dist_timeout_s": timeout_s, "tracking.wandb": False},
+    )  # fmt: skip
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    procs = []
+    for rank in (0, 1):
+        env = os.environ | {
+            "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": "2",
+            "LOCAL_WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "PYTHONPATH": str(Path(__file__).parents[1]), "CUDA_VISIBLE_DEVICES": "",
+            "OMP_NUM_THREADS": "1",
+        }  # fmt: skip
+        command = [sys.executable, "-m", "gandist.train", "configs/dcgan.yaml", *overrides]
+        procs.append(
+            subprocess.Popen(
+                command,
+                env=env,
+                cwd=Path(__file__).parents[1],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )  # fmt: skip
+        )
+    try:
+        deadline = time.monotonic() + 180
+        while len(list((run_dir / "checkpoints").glob("step-*/COMPLETE"))) < 2:
+            assert time.monotonic() < deadline and all(p.poll() is None for p in procs), [
+                p.communicate()[1][-3000:] for p in procs if p.poll() is not None
+            ]
+            time.sleep(0.1)
+        procs[1].send_signal(signal.SIGKILL)
+        start = time.monotonic()
+        _, err = procs[0].communicate(timeout=timeout_s + 60)
+        elapsed = time.monotonic() - start
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    assert procs[0].returncode == 1, err[-3000:]
+    lines = [line for line in err.splitlines() if line.startswith("gandist: error:")]
+    assert len(lines) == 1 and "rank 0: lost rank 1 of 2" in lines[0], err[-3000:]
+    assert elapsed < timeout_s + 10, elapsed
+    from gandist import rundir
+
+    last = rundir.latest_checkpoint(run_dir)
+    last_step = int(last.name.removeprefix("step-"))
+    resumed = tiny_overrides(
+        run_dir, glyph_shards,
+        **{"train.steps": last_step + 2, "tracking.wandb": False, "resume": "latest"},
+    )  # fmt: skip
+    gandist_cli("train", "configs/dcgan.yaml", "--num-processes", "1", *resumed)
+    assert json.loads((run_dir / "run.json").read_text())["resumed_at_step"] == last_step
+    assert rundir.latest_checkpoint(run_dir).name == f"step-{last_step + 2:08d}"
+
+
 def test_allocated_gpus_without_usable_cuda_stop_with_torch_and_driver_versions(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -15,7 +15,7 @@ LAYERS = [
     {"registry"},
     {"distributed"},
     {"rundir"},
-    {"losses", "augment", "ema", "schedules", "diagnostics", "models"},
+    {"losses", "augment", "ada", "ema", "schedules", "diagnostics", "models"},
     {"data"},
     {"metrics"},
     {"checkpoint", "tracking", "preemption"},
@@ -62,3 +62,13 @@ def test_the_layer_check_sees_an_upward_import(tmp_path: Path) -> None:
     fake.write_text("def f():\n    from gandist.training.trainer import Trainer\n")
     assert {layer_of(t) for t in imports_of(fake)} == {layer_of("gandist.training.trainer")}
     assert layer_of("gandist.training.trainer") > layer_of("gandist.losses")
+
+
+def test_every_registered_name_is_listed_and_listed_names_load() -> None:
+    # The registry answers name checks from its lists without importing torch: each listed
+    # name must really be registered by the module it names.
+    from gandist.registry import ALGORITHMS, LOSSES, MODELS
+
+    for registry in (MODELS, LOSSES, ALGORITHMS):
+        for name in registry.names():
+            assert callable(registry.get(name)) or registry.get(name) is not None, name

@@ -124,3 +124,32 @@ def test_wrong_rate_and_too_many_channels_are_refused_from_the_header() -> None:
         read_clip(buffer.getvalue(), 16000, 16384)
     with pytest.raises(ValueError, match="cannot decode audio"):
         read_clip(b"not audio" * 10, 16000, 16384)
+
+
+def test_the_training_stream_applies_the_configured_pixel_and_member_caps(tmp_path) -> None:
+    """data.max_image_pixels and data.max_member_bytes reach the stream: an image over the
+    pixel cap is one bad sample, a member over the byte cap ends its shard as bad data."""
+    import webdataset as wds
+
+    from gandist.data.config import DataConfig
+    from gandist.data.loader import DataStream
+
+    small = encoded_png(Image.new("RGB", (8, 8), "green"))
+    with wds.TarWriter(str(tmp_path / "a.tar")) as writer:
+        for i in range(8):
+            writer.write({"__key__": f"ok{i}", "png": small, "cls": 0})
+        writer.write({"__key__": "bomb", "png": png_claiming(4096, 4096), "cls": 0})
+        writer.write({"__key__": "huge", "png": small + bytes(64 << 10), "cls": 0})
+        for i in range(8, 12):
+            writer.write({"__key__": f"late{i}", "png": small, "cls": 0})
+    cfg = DataConfig(
+        shards=str(tmp_path / "a.tar"), resolution=8, num_workers=0, shuffle_buffer=0,
+        max_image_pixels=64 * 64, max_member_bytes=32 << 10, max_bad_fraction=1.0,
+    )  # fmt: skip
+    stream = DataStream(cfg, batch_size=4, rank=0, world_size=1, seed=0)
+    keys = [k for _ in range(3) for k in stream.next_batch()["key"]]
+    assert keys[:8] == [f"ok{i}" for i in range(8)]
+    assert not any(k.startswith("late") for k in keys)  # the shard ended at the huge member
+    skipped = {key: reason for _, key, reason in stream.counts.drain()}
+    assert "image too large: 4096x4096" in skipped["bomb"], skipped
+    assert "MemberTooLargeError" in skipped[""], skipped  # the shard, from the huge member on

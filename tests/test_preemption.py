@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -16,7 +17,7 @@ import torch
 
 from gandist import checkpoint, rundir
 from gandist.preemption import StopRequest, stop_file_requests_stop
-from tests.conftest import ROOT, subprocess_env, tiny_overrides
+from tests.conftest import ROOT, gandist_cli, subprocess_env, tiny_overrides
 
 STEPS = 200
 
@@ -104,7 +105,7 @@ def test_sigterm_outside_slurm_checkpoints_at_one_agreed_step_and_exits_cleanly(
     assert "stop file" in log.read_text()
 
 
-def test_a_second_signal_falls_through_to_the_previous_handler() -> None:
+def test_a_second_signal_never_kills_before_the_checkpoint() -> None:
     calls = []
     previous = signal.signal(signal.SIGUSR1, lambda signum, frame: calls.append(signum))
     stop = StopRequest().install()
@@ -112,11 +113,68 @@ def test_a_second_signal_falls_through_to_the_previous_handler() -> None:
         assert stop.requested_locally() is None
         os.kill(os.getpid(), signal.SIGUSR1)
         assert stop.requested_locally() == "SIGUSR1" and calls == []
+        os.kill(os.getpid(), signal.SIGTERM)  # a scheduler's TERM after the USR1
         os.kill(os.getpid(), signal.SIGUSR1)
-        assert calls == [signal.SIGUSR1]
+        assert stop.requested_locally() == "SIGUSR1" and calls == []  # logged, not acted on
     finally:
         stop.close()
-        signal.signal(signal.SIGUSR1, previous)
+    # Not stopped yet (no agreed step): close() hands the signals back.
+    os.kill(os.getpid(), signal.SIGUSR1)
+    assert calls == [signal.SIGUSR1]
+    signal.signal(signal.SIGUSR1, previous)
+
+
+def start_group(command: list[str], log: Path) -> subprocess.Popen:
+    """`command` as the leader of a new process group, as a scheduler or a shell starts a job."""
+    with log.open("a") as out:
+        return subprocess.Popen(
+            command, cwd=ROOT, env=subprocess_env(), stdout=out, stderr=out, start_new_session=True
+        )
+
+
+@pytest.mark.parametrize("num_processes", [1, 2])
+def test_sigterm_twice_to_the_whole_process_group_checkpoints_and_exits_0(
+    tmp_path: Path, glyph_shards: Path, num_processes: int
+) -> None:
+    """What Slurm (preemption, scancel), Kubernetes and `kill -TERM -PGID` do: TERM to every
+    process of the job, data workers included, and often a second TERM soon after."""
+    run_dir, log = tmp_path / "run", tmp_path / "train.log"
+    overrides = tiny_overrides(
+        run_dir, glyph_shards,
+        **{"train.steps": STEPS, "train.checkpoint_every": 1000, "train.sample_every": 1000,
+           "train.stop_check_every": 2, "tracking.wandb": False, "data.num_workers": 1},
+    )  # fmt: skip
+    command = [sys.executable, "-m", "gandist.cli", "train", "configs/dcgan.yaml"]
+    command += ["--num-processes", str(num_processes), *overrides]
+    proc = start_group(command, log)
+    try:
+        wait_until(lambda: logged_steps(run_dir), proc, log, "logged")
+        # One data worker per rank (and with 2 ranks, the launcher's agent and its ranks).
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+        os.killpg(proc.pid, signal.SIGTERM)
+        time.sleep(0.2)
+        os.killpg(proc.pid, signal.SIGTERM)  # the second TERM must not kill anything either
+        assert proc.wait(timeout=120) == 0, log.read_text()[-5000:]
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+    text = log.read_text()
+    assert "Traceback" not in text and "killed by signal" not in text, text[-5000:]
+    assert len(descendants) == (1 if num_processes == 1 else 5), descendants
+    (stopped,) = rundir.complete_checkpoints(run_dir)
+    stop_step = int(stopped.name.removeprefix("step-"))
+    assert 0 < stop_step < STEPS and stop_step % 2 == 0
+    assert len(list(stopped.glob("rank-*.pt"))) == num_processes
+
+    # resume=latest continues from the checkpoint the signal asked for.
+    resumed = tiny_overrides(
+        run_dir, glyph_shards,
+        **{"train.steps": stop_step + 4, "train.checkpoint_every": 1000,
+           "train.sample_every": 1000, "tracking.wandb": False, "resume": "latest"},
+    )  # fmt: skip
+    gandist_cli("train", "configs/dcgan.yaml", "--num-processes", "1", *resumed)
+    assert rundir.latest_checkpoint(run_dir).name == f"step-{stop_step + 4:08d}"
+    assert logged_steps(run_dir)[-1] == stop_step + 4
 
 
 def test_stop_file_asks_until_a_run_acknowledges_it(tmp_path: Path) -> None:

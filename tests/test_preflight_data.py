@@ -73,7 +73,8 @@ def conditional_cfg(shards: Path, *overrides: str):
         (
             "labelled",
             ["data.kind=audio"],
-            "data.kind=audio but {shards}/manifest.json holds image samples",
+            "model.name=conditional generates images but data.kind=audio: choose an audio "
+            "family (conditional-wavegan, wavegan) or set data.kind=image with image shards",
         ),
     ],
     ids=["conditional-on-unlabelled", "num-classes-below-labels", "kind"],

@@ -52,3 +52,33 @@ def test_verify_reports_name_shards_without_their_secrets(
     out = capsys.readouterr()
     assert code == 1 and "API_TOKEN=***" in out.out
     assert "s3cr3t" not in out.out + out.err
+
+
+def test_a_training_run_records_and_logs_its_shards_without_their_secrets(
+    tmp_path: Path, glyph_shards: Path
+) -> None:
+    import json
+    import sys
+
+    from tests.conftest import run, tiny_overrides
+    from tests.wandb_log import records
+
+    good = sorted(glyph_shards.glob("*.tar"))[0]
+    shards = f"pipe:API_TOKEN=s3cr3t cat {good}::pipe:API_TOKEN=s3cr3t cat {tmp_path}/gone.tar"
+    run_dir = tmp_path / "run"
+    overrides = tiny_overrides(run_dir, glyph_shards, **{"data.max_bad_fraction": 0.5})
+    overrides = [o for o in overrides if not o.startswith("data.shards=")]
+    result = run(
+        [sys.executable, "-m", "gandist.cli", "train", "configs/dcgan.yaml", *overrides,
+         f"data.shards={shards}", "train.steps=8"],  # 64 samples: past the good shard's 32
+    )  # fmt: skip
+    assert "s3cr3t" not in result.stdout + result.stderr
+    assert "API_TOKEN=***" in result.stderr  # the missing shard was logged, redacted
+    info = json.loads((run_dir / "run.json").read_text())
+    assert info["data_shards"] == shards.replace("s3cr3t", "***")
+    (wandb_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    configs = [r.config for r in records(wandb_file) if r.HasField("config")]
+    assert configs and any("API_TOKEN=***" in str(c) for c in configs)
+    for path in run_dir.rglob("*"):  # only config.yaml keeps the spec as given (to rerun it)
+        if path.is_file() and path.name != "config.yaml":
+            assert b"s3cr3t" not in path.read_bytes(), path

@@ -196,3 +196,44 @@ def test_sweep_array_runs_each_line_in_its_own_directory_and_one_wandb_group(
     assert [r[0] for r in runs] == [group, group]
     assert [r[1] for r in runs] == [f"{group}-0", f"{group}-1"]
     assert runs[0][2] != runs[1][2]
+
+
+def test_scancel_without_a_signal_checkpoints_before_the_kill_and_the_job_resumes(
+    cluster: Cluster, tmp_path: Path, glyph_shards: Path
+) -> None:
+    """`scancel JOB` (and preemption with a grace time): SIGTERM to every process of the job,
+    the launcher's agent, the ranks and their data workers, then SIGKILL after KillWait (10 s
+    here). The ranks checkpoint at an agreed step before the kill."""
+    run_dir, log = tmp_path / "run", tmp_path / "job.out"
+    overrides = tiny_overrides(
+        run_dir, glyph_shards,
+        **{"train.steps": STOP_RUN_STEPS, "train.checkpoint_every": 1000, "train.sample_every": 1000,
+           "train.stop_check_every": 2, "data.num_workers": 1, "tracking.wandb": False},
+    )  # fmt: skip
+    args = ["--cpus-per-task=2", f"--output={log}", "slurm/train.sbatch", "configs/dcgan.yaml"]
+    job = submit(cluster, *args, *overrides)
+    deadline = time.monotonic() + 240
+    while not read_metrics(run_dir):
+        assert time.monotonic() < deadline, f"training never logged\n{log.read_text()[-6000:]}"
+        assert not finished(cluster.jobs(job)), log.read_text()[-6000:]
+        time.sleep(0.2)
+    cluster.command("scancel", job)
+    wait_for(cluster, job, finished, "ended after scancel", log)
+    (stopped,) = rundir_checkpoints(run_dir)
+    stop_step = int(stopped.name.removeprefix("step-"))
+    assert 0 < stop_step < STOP_RUN_STEPS and stop_step % 2 == 0, log.read_text()[-6000:]
+    assert len(list(stopped.glob("rank-*.pt"))) == 2
+    assert "killed by signal" not in log.read_text()
+
+    # Submitted again, the job continues from that checkpoint (resume=latest) to the end.
+    job = submit(cluster, *args, *overrides)
+    (state,) = wait_for(cluster, job, finished, "finished", log)
+    assert state["JobState"] == "COMPLETED", log.read_text()[-6000:]
+    assert json.loads((run_dir / "run.json").read_text())["resumed_at_step"] == stop_step
+    assert [r["step"] for r in read_metrics(run_dir)] == list(range(2, STOP_RUN_STEPS + 1, 2))
+
+
+def rundir_checkpoints(run_dir: Path) -> list[Path]:
+    from gandist import rundir
+
+    return rundir.complete_checkpoints(run_dir)

@@ -42,23 +42,30 @@ def streamed_batches(cfg: Config) -> Iterator[dict[str, Any]]:
 
 
 def plain_loop(
-    cfg: Config, batches: Iterator[dict[str, Any]], steps: int, window: int
+    cfg: Config,
+    batches: Iterator[dict[str, Any]],
+    steps: int,
+    window: int,
+    device: torch.device | None = None,
 ) -> list[float]:
-    """The textbook GAN loop (D step with G under no_grad, G step through a frozen D, Adam).
+    """The textbook GAN loop (D step with G under no_grad, G step through a frozen D, Adam), in
+    fp32 on `device` (default: the CPU).
 
     Returns images/s for each window of `window` steps.
     """
+    device = device or torch.device("cpu")
     torch.manual_seed(cfg.train.seed)
-    generator, discriminator = MODELS.get(cfg.model.name)(
-        cfg.model, cfg.data.resolution, cfg.data.channels
+    generator, discriminator = (
+        net.to(device)
+        for net in MODELS.get(cfg.model.name)(cfg.model, cfg.data.resolution, cfg.data.channels)
     )
     betas = tuple(cfg.optim.betas)
     g_opt = torch.optim.Adam(generator.parameters(), lr=cfg.optim.g_lr, betas=betas)
     d_opt = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.d_lr, betas=betas)
     rates, start = [], time.perf_counter()
     for step, batch in zip(range(1, steps + 1), batches, strict=False):
-        real = batch["image"]
-        z = torch.randn(real.shape[0], cfg.model.latent_dim)
+        real = batch["image"].to(device)
+        z = torch.randn(real.shape[0], cfg.model.latent_dim, device=device)
         with torch.no_grad():
             fake = generator(z)
         d_loss = F.softplus(-discriminator(real)).mean() + F.softplus(discriminator(fake)).mean()
@@ -73,6 +80,8 @@ def plain_loop(
         g_opt.step()
         discriminator.requires_grad_(True)
         if step % window == 0:
+            if device.type == "cuda":
+                torch.cuda.synchronize()  # kernels run asynchronously: time finished work
             rates.append(window * real.shape[0] / (time.perf_counter() - start))
             start = time.perf_counter()
     return rates
@@ -108,7 +117,15 @@ def bench_train(
             f"train.checkpoint_every={steps}",
         ]
         base = load_config(config, [*common, f"output_dir={tmp}/data"])
-        batches = preload_batches(base, num_batches=8) if data == "memory" else None
+        unpaired = base.train.algorithm == "cyclegan"
+        if unpaired:  # two generators, two discriminators, a batch of each domain
+            from gandist.bench.cyclegan import plain_cyclegan_loop, preload_unpaired
+
+        preload = preload_unpaired if unpaired else preload_batches
+        batches = preload(base, num_batches=8) if data == "memory" else None
+        if unpaired and batches is None:
+            raise ValueError("bench train --data stream times one shard set; cyclegan needs memory")
+        plain_loop_of = plain_cyclegan_loop if unpaired else plain_loop
         print(
             f"gandist bench train: {base.model.name} at {base.data.resolution} px, global batch "
             f"{base.train.batch_size}, 1 process, {torch.get_num_threads()} threads, data from "
@@ -118,8 +135,11 @@ def bench_train(
         for index in range(rounds):
             out_dir = Path(tmp) / f"trainer-{index}"
             cfg = load_config(config, [*common, f"output_dir={out_dir}"])
-            source = itertools.cycle(batches) if batches is not None else streamed_batches(base)
-            plain = plain_loop(base, source, steps, window)[1:]
+            if unpaired:
+                plain = plain_loop_of(base, batches, steps, window)[1:]
+            else:
+                source = itertools.cycle(batches) if batches else streamed_batches(base)
+                plain = plain_loop(base, source, steps, window)[1:]
             trainer = trainer_loop(cfg, batches, out_dir)[1:]
             results["plain"] += plain
             results["trainer"] += trainer

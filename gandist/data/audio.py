@@ -102,8 +102,14 @@ def load_clip(data: bytes, sample_rate: int, length: int) -> torch.Tensor:
     return torch.from_numpy(clip_array(data, sample_rate, length).astype(np.float32, copy=False))
 
 
-def log_spectrogram(clip: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.ndarray:
-    """Log-magnitude STFT of a mono clip, [freq, time], scaled to [0, 1] (for contact sheets)."""
+def log_spectrogram(
+    clip: np.ndarray, n_fft: int = 512, hop: int = 128, full_scale: bool = False
+) -> np.ndarray:
+    """Log-magnitude STFT of a mono clip, [freq, time], scaled to [0, 1] (for contact sheets).
+
+    80 dB of range below the clip's loudest bin; with `full_scale`, below a full-scale sine
+    instead, so quiet clips look quiet and loudness compares across the clips of a sheet.
+    """
 
     spec = torch.stft(
         torch.as_tensor(clip, dtype=torch.float32),
@@ -113,5 +119,7 @@ def log_spectrogram(clip: np.ndarray, n_fft: int = 512, hop: int = 128) -> np.nd
         return_complex=True,
     ).abs()
     db = 20 * torch.log10(spec.clamp_min(1e-5))  # dB, floor at -100
-    db = (db - db.max()).clamp_min(-80.0)  # 80 dB of range below the loudest bin
+    # A periodic Hann window sums to n_fft / 2, so a sine of amplitude 1 peaks at n_fft / 4.
+    top = 20 * math.log10(n_fft / 4) if full_scale else db.max()
+    db = (db - top).clamp(-80.0, 0.0)
     return ((db + 80.0) / 80.0).flip(0).numpy()  # low frequencies at the bottom

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 from collections.abc import Callable
 from typing import Any
 
@@ -11,7 +10,7 @@ import torch
 from PIL import Image
 from torchvision.transforms import functional as TF
 
-from gandist.data import audio
+from gandist.data import audio, limits
 from gandist.data.health import BadSample
 
 IMAGE_KEYS = ("png", "jpg", "jpeg", "webp")
@@ -48,11 +47,11 @@ def to_unit_range(pixels: torch.Tensor, out: torch.Tensor | None = None) -> torc
     return out.copy_(pixels).div_(127.5).sub_(1.0)
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Encoded image bytes -> a fully loaded PIL image (errors surface here, not later)."""
-    image = Image.open(io.BytesIO(data))
-    image.load()
-    return image
+def decode_image(data: bytes, max_pixels: int = limits.MAX_IMAGE_PIXELS) -> Image.Image:
+    """Encoded image bytes -> a fully loaded PIL image (errors surface here, not later); an
+    image whose header declares more than `max_pixels` is refused before its pixels are decoded
+    (`limits.DecodeLimitError`)."""
+    return limits.open_image(data, max_pixels)
 
 
 class AudioTransform:
@@ -66,7 +65,9 @@ class AudioTransform:
         self.sample_rate, self.length, self.keep_pcm16 = sample_rate, length, keep_pcm16
 
     def __call__(self, data: bytes) -> np.ndarray:
-        return audio.clip_array(data, self.sample_rate, self.length, self.keep_pcm16)
+        # Only the frames the clip keeps are decoded: a short file of a long silence costs
+        # no more than a clip (`limits.read_clip`; the same values as `audio.clip_array`).
+        return limits.read_clip(data, self.sample_rate, self.length, self.keep_pcm16)
 
 
 def media_transform(
@@ -100,8 +101,14 @@ class ToExample:
     shard and key, for the handler to count and skip.
     """
 
-    def __init__(self, transform: Callable[[Any], np.ndarray], kind: str = "image") -> None:
+    def __init__(
+        self,
+        transform: Callable[[Any], np.ndarray],
+        kind: str = "image",
+        max_image_pixels: int = limits.MAX_IMAGE_PIXELS,
+    ) -> None:
         self.transform, self.kind = transform, kind
+        self.max_image_pixels = max_image_pixels
         self.keys = IMAGE_KEYS if kind == "image" else AUDIO_KEYS
 
     def decode(self, sample: dict[str, Any]) -> Any:
@@ -115,7 +122,9 @@ class ToExample:
             )
         try:
             data = sample[name]
-            return self.transform(decode_image(data) if self.kind == "image" else data)
+            if self.kind == "image":
+                return self.transform(decode_image(data, self.max_image_pixels))
+            return self.transform(data)
         except Exception as err:  # any decoder error is this sample's fault, not the stream's
             raise BadSample(url, key, f"{name}: {type(err).__name__}: {err}") from None
 

@@ -8,6 +8,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from gandist.data.shards import redact_message
+
 log = logging.getLogger(__name__)
 
 
@@ -19,15 +21,15 @@ class Skipped:
     key: str
     reason: str
 
-    def __str__(self) -> str:
-        return f"{self.url} key={self.key or '?'}: {self.reason}"
+    def __str__(self) -> str:  # shard URLs may hold credentials: never printed as they are
+        return redact_message(f"{self.url} key={self.key or '?'}: {self.reason}", self.url)
 
 
 class BadSample(ValueError):
-    """A sample that was read but cannot be used; names its shard and key."""
+    """A sample that was read but cannot be used; names its shard (credentials redacted) and key."""
 
     def __init__(self, url: str, key: str, reason: str) -> None:
-        super().__init__(f"{url} key={key}: {reason}")
+        super().__init__(redact_message(f"{url} key={key}: {reason}", url))
         self.url, self.key, self.reason = url, key, reason
 
 

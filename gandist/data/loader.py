@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import copy
+import functools
 import logging
+import os
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -12,9 +16,9 @@ import webdataset as wds
 
 from gandist.data.decode import media_transform
 from gandist.data.health import BadDataError, DataHealth, check_bad_fraction
-from gandist.data.shards import expand_shards
-from gandist.data.stream import StreamPosition, stream_pipeline
-from gandist.data.transport import BatchSlots, keep_batch, to_torch_batch
+from gandist.data.shards import expand_shards, redact_message, redact_shards
+from gandist.data.stream import ReadLimits, StreamPosition, stream_pipeline
+from gandist.data.transport import BatchSlots, keep_batch, to_device_batch, to_torch_batch
 from gandist.distributed import derive_seed
 
 if TYPE_CHECKING:
@@ -41,6 +45,7 @@ def build_loader(
     world_size: int,
     seed: int,
     position: StreamPosition | None = None,
+    pinned_images: bool = False,
 ) -> wds.WebLoader:
     """A DataLoader over this rank's stream (images or audio, per `data.kind`), yielding
     {"image" [B, C, H, W] | "audio" [B, 1, L] float in [-1, 1], "label" [B], ...} batches.
@@ -84,6 +89,8 @@ def build_loader(
         samples_per_epoch=samples_per_role_epoch(cfg, batch_size),
         position=position,
         slots=slots,
+        limits=ReadLimits(cfg.max_member_bytes, cfg.read_timeout_s, cfg.read_retries),
+        max_image_pixels=cfg.max_image_pixels,
     )
     loader = wds.WebLoader(
         pipeline,
@@ -93,8 +100,41 @@ def build_loader(
         persistent_workers=cfg.num_workers > 0,  # BatchSlots needs them
         prefetch_factor=prefetch_factor if cfg.num_workers > 0 else None,
         in_order=True,
+        timeout=cfg.timeout_s if cfg.num_workers > 0 else 0,
+        worker_init_fn=functools.partial(leave_stop_signals_to, os.getpid()),
     )
-    return loader.map(slots.to_torch if slots else to_torch_batch)
+    to_torch = slots.to_torch if slots else to_torch_batch
+    return loader.map(
+        functools.partial(to_torch, pinned_images=True) if pinned_images else to_torch
+    )
+
+
+WORKER_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
+
+
+def leave_stop_signals_to(training_pid: int, worker_id: int = 0) -> None:
+    """DataLoader `worker_init_fn`: this worker leaves stop signals to the training process.
+
+    A scheduler's SIGTERM (Slurm on preemption and `scancel`, Kubernetes, `kill -TERM -PGID`)
+    or a terminal's SIGINT reaches every process of the group at once; a worker that died of it
+    would take the training down before it could checkpoint. The signals are blocked in this
+    worker (and so in the `pipe:` commands it starts), and a thread waits for them: one sent by
+    the training process itself (DataLoader shutting its workers down) still ends the worker,
+    any other is ignored, and the training process, which got it too, checkpoints and exits.
+    """
+    signal.pthread_sigmask(signal.SIG_BLOCK, WORKER_STOP_SIGNALS)
+
+    def wait() -> None:
+        while True:
+            info = signal.sigwaitinfo(WORKER_STOP_SIGNALS)
+            if info.si_pid == training_pid:
+                os._exit(128 + info.si_signo)
+
+    threading.Thread(target=wait, name="gandist-worker-signals", daemon=True).start()
+
+
+class DataTimeoutError(RuntimeError):
+    """No batch came from a rank's data workers within `data.timeout_s`."""
 
 
 class Batches(Protocol):
@@ -131,8 +171,12 @@ class DataStream:
         world_size: int,
         seed: int,
         reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+        device: torch.device | None = None,
     ) -> None:
         self.cfg, self.batch_size = cfg, batch_size
+        # On CUDA, batches travel as pinned uint8 and are scaled on the GPU; elsewhere they
+        # stay CPU float tensors, as before.
+        self.device = device if device is not None and device.type == "cuda" else None
         self.rank, self.world_size = rank, world_size
         self.seed = seed  # of the order being read: derived anew when a resume cannot continue it
         self.reduce_sum = reduce_sum
@@ -148,11 +192,20 @@ class DataStream:
         with torch.random.fork_rng(devices=[]):
             if self._batches is None:
                 self._batches = self.counts.track(iter(self._build_loader()))
-            batch = next(self._batches)
+            try:
+                batch = next(self._batches)
+            except RuntimeError as err:
+                if "timed out" not in str(err):
+                    raise
+                raise DataTimeoutError(
+                    f"rank {self.rank}: no batch from its data workers in {self.cfg.timeout_s:g} s "
+                    f"(data.timeout_s): a worker is stuck reading or decoding "
+                    f"{redact_shards(self.cfg.shards)}"
+                ) from None
         self.position.advance(batch)
         media = batch[self.cfg.kind]
         assert media.shape[0] == self.batch_size, "every rank needs full batches"
-        return batch
+        return batch if self.device is None else to_device_batch(batch, self.device)
 
     def _build_loader(self) -> wds.WebLoader:
         return build_loader(
@@ -162,6 +215,7 @@ class DataStream:
             world_size=self.world_size,
             seed=self.seed,
             position=copy.deepcopy(self.position),
+            pinned_images=self.device is not None,
         )
 
     def state_dict(self) -> dict[str, Any]:
@@ -226,10 +280,9 @@ class DataStream:
         num_skipped, num_read = (int(v) for v in self.reduce_sum(local).tolist())
         example = ""
         for url, key, reason in self.counts.drain():
-            example = example or f"{url} key={key or '?'}: {reason}"
-            log.warning(
-                "data/skipped: rank %d shard %s key %s: %s", self.rank, url, key or "?", reason
-            )
+            shard, key, reason = redact_shards(url), key or "?", redact_message(reason, url)
+            example = example or f"{shard} key={key}: {reason}"
+            log.warning("data/skipped: rank %d shard %s key %s: %s", self.rank, shard, key, reason)
         values = {"data/skipped": num_skipped, "data/bad_fraction": num_skipped / max(1, num_read)}
         try:
             check_bad_fraction(num_skipped, num_read, self.cfg.max_bad_fraction, example)

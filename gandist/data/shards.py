@@ -3,7 +3,6 @@ and telling (cheaply) whether a shard's contents changed."""
 
 from __future__ import annotations
 
-import base64
 import concurrent.futures
 import hashlib
 import json
@@ -21,6 +20,8 @@ from typing import Any
 
 import braceexpand
 import webdataset as wds
+
+from gandist.data.remote import http_request
 
 SHARD_SUFFIX = ".tar"
 MANIFEST = "manifest.json"
@@ -109,15 +110,7 @@ HEAD_THREADS = 16
 
 def _http_head(url: str, timeout_s: float) -> list[Any]:
     """[size, ETag, Last-Modified] as a HEAD request tells them (None where it does not)."""
-    parts = urllib.parse.urlsplit(url)
-    request = urllib.request.Request(url, method="HEAD")
-    if parts.username is not None:  # urllib takes no credentials from the URL itself
-        netloc = parts.hostname + (f":{parts.port}" if parts.port else "")
-        request = urllib.request.Request(parts._replace(netloc=netloc).geturl(), method="HEAD")
-        token = (
-            f"{urllib.parse.unquote(parts.username)}:{urllib.parse.unquote(parts.password or '')}"
-        )
-        request.add_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode())
+    request = http_request(url, method="HEAD")  # with the URL's user:password, if any
     with urllib.request.urlopen(request, timeout=timeout_s) as response:
         headers = response.headers
         size = headers.get("Content-Length")

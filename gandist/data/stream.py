@@ -15,7 +15,10 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from gandist.data.decode import ToExample
 from gandist.data.health import BadSample, SkipCounter, UnreadableDataError
-from gandist.data.tar import tar_members
+from gandist.data.limits import MAX_IMAGE_PIXELS
+from gandist.data.remote import open_http_shard
+from gandist.data.shards import redact_shards
+from gandist.data.tar import MAX_MEMBER_BYTES, tar_members
 from gandist.data.transport import BatchSlots, BatchWithReport
 from gandist.distributed import derive_seed
 
@@ -97,14 +100,42 @@ def resampled_shards(urls: list[str], seed: int, rank: int, role: int, epoch: in
 META_MEMBER = re.compile(r"__[^/]*__($|/)")  # WebDataset's `skip_meta`: not part of a sample
 
 
-def read_shard(url: str, handler: Callable[[Exception], bool]) -> Iterator[dict[str, Any]]:
+@dataclass(frozen=True)
+class ReadLimits:
+    """What reading one shard may cost: its largest member, and for http(s) the wait for a byte."""
+
+    max_member_bytes: int = MAX_MEMBER_BYTES
+    read_timeout_s: float = 60.0
+    read_retries: int = 2
+
+
+def _open_shards(urls: Iterator[dict[str, Any]], limits: ReadLimits, handler: Callable) -> Any:
+    # http(s) through our reader, which has a read timeout (WebDataset's curl has none: a
+    # server that stops sending would hold the worker forever); the rest through WebDataset.
+    for source in urls:
+        url = source["url"]
+        if not url.startswith(("http://", "https://")):
+            yield from wds.tariterators.url_opener(iter([source]), handler=handler)
+            continue
+        stream = open_http_shard(url, limits.read_timeout_s, limits.read_retries)
+        try:
+            yield source | {"stream": stream}
+        finally:  # also when the reader stops early: no connection left open
+            stream.close()
+
+
+def read_shard(
+    url: str, handler: Callable[[Exception], bool], limits: ReadLimits = ReadLimits()
+) -> Iterator[dict[str, Any]]:
     """The samples (tar members grouped by key) of one shard, local or remote.
 
-    WebDataset opens the URL (files, `pipe:` commands, http(s)) and groups members into samples
-    by key; the members are read by `tar_members`, at about a fifth of the CPU of WebDataset's own
-    tarfile-based reader. A shard that cannot be opened, holds a broken header or ends early
-    (even at a member boundary, which tarfile takes for a shorter, valid archive) is reported
-    to `handler` once, by URL, after its good samples.
+    WebDataset opens the URL (files, `pipe:` commands; http(s) is read by `open_http_shard`,
+    with a read timeout and retries) and groups members into samples by key; the members are
+    read by `tar_members`, at about a fifth of the CPU of WebDataset's own tarfile-based reader.
+    A shard that cannot be opened, holds a broken header or a member over
+    `limits.max_member_bytes`, stalls, or ends early (even at a member boundary, which tarfile
+    takes for a shorter, valid archive) is reported to `handler` once, by URL, after its good
+    samples.
     """
     reported: list[bool] = []
 
@@ -118,9 +149,9 @@ def read_shard(url: str, handler: Callable[[Exception], bool]) -> Iterator[dict[
         return handler(BadSample(url, "", reason))
 
     def members() -> Iterator[dict[str, Any]]:
-        for source in wds.tariterators.url_opener(iter([{"url": url}]), handler=on_error):
+        for source in _open_shards(iter([{"url": url}]), limits, on_error):
             try:
-                for name, data in tar_members(source["stream"]):
+                for name, data in tar_members(source["stream"], limits.max_member_bytes):
                     if not META_MEMBER.match(name):
                         yield {"fname": name, "data": data, "__url__": url}
             except Exception as exn:  # the stream itself is broken: keep the samples before it
@@ -165,6 +196,7 @@ class WorkerStream(IterableDataset):
         handler: SkipCounter | None = None,
         mode: str = "exact",
         samples_per_epoch: int = 0,
+        limits: ReadLimits = ReadLimits(),
     ) -> None:
         super().__init__()
         assert mode in MODES, mode
@@ -176,6 +208,7 @@ class WorkerStream(IterableDataset):
         self.handler = handler or SkipCounter()
         self.mode, self.samples_per_epoch = mode, samples_per_epoch
         self._empty_shards = 0  # consecutive shards that gave no sample
+        self.limits = limits
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         worker, num_workers = _worker_slot()
@@ -214,7 +247,7 @@ class WorkerStream(IterableDataset):
             # A shard shared by several readers is reported broken by the first of them only.
             handler = self.handler if share.part == 0 else _ignore
             found = False
-            for index, sample in enumerate(read_shard(share.url, handler)):
+            for index, sample in enumerate(read_shard(share.url, handler, self.limits)):
                 found, num_read = True, num_read + 1
                 if index % share.parts == share.part:
                     num_taken += 1
@@ -223,7 +256,7 @@ class WorkerStream(IterableDataset):
             if self._empty_shards >= limit:
                 raise UnreadableDataError(
                     f"read {self._empty_shards} shards in a row without one good sample (last: "
-                    f"{share.url}); check data.shards with `gandist data verify`"
+                    f"{redact_shards(share.url)}); check data.shards with `gandist data verify`"
                 )
         if num_read and not num_taken:  # it would read on, epoch after empty epoch, forever
             raise UnreadableDataError(
@@ -251,6 +284,8 @@ def stream_pipeline(
     samples_per_epoch: int = 0,
     position: StreamPosition | None = None,
     slots: BatchSlots | None = None,
+    limits: ReadLimits = ReadLimits(),
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
 ) -> wds.DataPipeline:
     """The endless, batched stream of one rank (split further across its workers, which hand
     their batches over in `slots` when given)."""
@@ -266,7 +301,8 @@ def stream_pipeline(
             handler=handler,
             mode=mode,
             samples_per_epoch=samples_per_epoch,
+            limits=limits,
         ),
-        wds.map(ToExample(transform, kind), handler=handler),
+        wds.map(ToExample(transform, kind, max_image_pixels), handler=handler),
         BatchWithReport(batch_size, handler, slots),
     )

@@ -67,6 +67,61 @@ def glyph_samples(
         yield from pool.imap(render, range(num), chunksize=64)
 
 
+# ---- glyph domains: an unpaired two-domain set for image-to-image translation --------------
+
+GLYPH_DOMAINS = ("a", "b")
+_DOMAIN_STYLES = {
+    # (foreground RGB, background RGB, stroke width as a share of the canvas)
+    "a": ((235, 235, 235), (25, 35, 90), (0.0, 0.012)),  # thin light strokes on navy
+    "b": ((150, 20, 20), (245, 230, 190), (0.035, 0.055)),  # thick dark-red strokes on cream
+}
+
+
+def render_domain_glyph(rng: np.random.Generator, char: str, size: int, domain: str) -> Image.Image:
+    """One character in the style of `domain`: the same random pose as `render_glyph` (size,
+    rotation, position) but the domain's colours (jittered) and stroke weight, so a translator
+    has to change the style and keep the character."""
+    fg_base, bg_base, (stroke_lo, stroke_hi) = _DOMAIN_STYLES[domain]
+    jitter = rng.integers(-20, 21, size=(2, 3))
+    fg = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(fg_base, jitter[0], strict=True))
+    bg = tuple(int(np.clip(c + j, 0, 255)) for c, j in zip(bg_base, jitter[1], strict=True))
+    canvas = size * 4
+    image = Image.new("RGB", (canvas, canvas), bg)
+    draw = ImageDraw.Draw(image)
+    font = ImageFont.load_default(size=int(canvas * rng.uniform(0.65, 0.9)))
+    stroke = int(canvas * rng.uniform(stroke_lo, stroke_hi))
+    centre = canvas / 2 + rng.uniform(-0.08, 0.08, size=2) * canvas
+    draw.text(
+        tuple(centre), char, fill=fg, font=font, anchor="mm", stroke_width=stroke, stroke_fill=fg
+    )
+    image = image.rotate(rng.uniform(-15, 15), resample=Image.BICUBIC, fillcolor=bg)
+    return image.resize((size, size), Image.LANCZOS)
+
+
+def domain_glyph_sample(
+    index: int, domain: str, size: int = 32, seed: int = 0, charset: str = DIGITS
+) -> dict[str, Any]:
+    """Sample `index` of glyph domain `domain` (`png` + `cls`); the domains draw from
+    independent streams, so no sample of A has a partner in B (the set is unpaired)."""
+    rng = np.random.default_rng([seed, GLYPH_DOMAINS.index(domain), index])
+    label = int(rng.integers(len(charset)))
+    buffer = io.BytesIO()
+    render_domain_glyph(rng, charset[label], size, domain).save(buffer, format="PNG")
+    return {"__key__": f"{domain}{index:08d}", "png": buffer.getvalue(), "cls": label}
+
+
+def domain_glyph_samples(
+    num: int, domain: str, size: int = 32, seed: int = 0, workers: int = 1
+) -> Iterator[dict[str, Any]]:
+    """Yield `num` samples of glyph domain `domain` in index order, rendered by `workers`."""
+    render = functools.partial(domain_glyph_sample, domain=domain, size=size, seed=seed)
+    if workers <= 1:
+        yield from map(render, range(num))
+        return
+    with multiprocessing.get_context("spawn").Pool(workers) as pool:
+        yield from pool.imap(render, range(num), chunksize=64)
+
+
 # ---- tones: a labelled audio set ---------------------------------------------------------
 
 TONE_CLASSES = ("sine", "organ", "brass", "pluck", "bell", "kick", "snare", "hihat")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gandist.errors import require as _require
+from gandist.errors import require_finite
 
 
 @dataclass
@@ -37,8 +38,15 @@ class EvalConfig:
     """Folder of cached reference statistics; default `$XDG_CACHE_HOME/gandist/metrics` (~/.cache)."""
     keep_best: bool = True
     """Keep a `best` generator checkpoint (lowest FID) in the run directory."""
+    precision_recall: bool = False
+    """Also score precision and recall (Kynkaanniemi et al., 2019; torch-fidelity `prc`): the share of samples inside the real manifold, and of reals inside the samples' one; k-NN distances cost O(num_samples x num_real)."""
+    prc_neighborhood: int = 3
+    """k of the k-nearest-neighbour balls that estimate each manifold (3 in the paper)."""
+    truncation: float = 1.0
+    """Truncation trick psi for evaluation scores and training sample grids: 1 off, 0.7 usual (towards the mean w for style-based G, resampled out-of-range z for the others)."""
 
     def __post_init__(self) -> None:
+        require_finite(self, "eval")
         _require(self.every >= 0, f"eval.every must be >= 0 (0 = off), got {self.every}")
         _require(
             self.every_images >= 0,
@@ -49,10 +57,18 @@ class EvalConfig:
             f"eval.every={self.every} and eval.every_images={self.every_images} are both set; "
             "evaluate by steps or by images: set the other one to 0",
         )
-        for key in ("num_samples", "num_real", "batch_size", "kid_subsets", "kid_subset_size"):
+        for key in ("num_samples", "num_real"):  # FID's covariance and KID need two or more
+            value = getattr(self, key)
+            _require(value >= 2, f"eval.{key} must be >= 2 (FID and KID compare sets), got {value}")
+        _require(self.seed >= 0, f"eval.seed must be >= 0, got {self.seed}")
+        for key in ("batch_size", "kid_subsets", "kid_subset_size", "prc_neighborhood"):
             value = getattr(self, key)
             _require(value >= 1, f"eval.{key} must be >= 1, got {value}")
         _require(self.isc_splits >= 1, f"eval.isc_splits must be >= 1, got {self.isc_splits}")
+        _require(
+            0.0 <= self.truncation <= 1.0,
+            f"eval.truncation must be in [0, 1] (1: off, 0.7 is usual), got {self.truncation}",
+        )
         _require(
             0.0 < self.max_share <= 1.0, f"eval.max_share must be in (0, 1], got {self.max_share}"
         )

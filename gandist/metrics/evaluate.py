@@ -68,7 +68,11 @@ class Evaluator:
     """
 
     def __init__(
-        self, cfg: EvalConfig, data: DataConfig, device: torch.device | str = "cpu"
+        self,
+        cfg: EvalConfig,
+        data: DataConfig,
+        device: torch.device | str = "cpu",
+        extractor: nn.Module | None = None,
     ) -> None:
         self.cfg, self.data = cfg, data
         self.ranks = Ranks.current(device)
@@ -76,13 +80,16 @@ class Evaluator:
         self.weights_path = resolve_weights(cfg.extractor, cfg.weights_path)
         self.format = SampleFormat.of(data)
         self.layers = metric_layers(cfg.extractor)
-        self.extractor = create_extractor(
+        # An evaluator of another set scored by the same extractor may lend it (translation).
+        self.extractor = extractor or create_extractor(
             cfg.extractor, list(self.layers.values()), self.weights_path, self.ranks.device
         )
         self.options = ScoreOptions(
             kid_subsets=cfg.kid_subsets,
             kid_subset_size=cfg.kid_subset_size,
             isc_splits=cfg.isc_splits,
+            prc=cfg.precision_recall,
+            prc_neighborhood=cfg.prc_neighborhood,
         )
         self.reference: Reference | None = None
         self.cache_hit: bool | None = None
@@ -195,6 +202,7 @@ class Evaluator:
                     batch_size=self.cfg.batch_size,
                     seed=self.cfg.seed,
                     num_classes=int(getattr(generator, "num_classes", 0) or 0),
+                    truncation=self.cfg.truncation,
                 )
                 results = score(fake, reference, self.layers, self.ranks, self.options)
         finally:

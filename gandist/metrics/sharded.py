@@ -30,6 +30,7 @@ from torch import nn
 from torch_fidelity.metric_fid import fid_features_to_statistics, fid_statistics_to_metric
 from torch_fidelity.metric_isc import isc_features_to_metric
 from torch_fidelity.metric_kid import kid_features_to_metric
+from torch_fidelity.metric_prc import prc_features_to_metric
 
 from gandist.data.config import DataConfig
 from gandist.data.decode import ToExample, media_transform
@@ -193,16 +194,25 @@ def generated_features(
     batch_size: int,
     seed: int,
     num_classes: int = 0,
+    truncation: float = 1.0,
 ) -> dict[str, torch.Tensor]:
-    """Features of `num` samples of `generator`, generated and extracted `1/world` per rank, gathered."""
+    """Features of `num` samples of `generator`, generated and extracted `1/world` per rank, gathered.
+
+    With `truncation` < 1, latent truncation is applied to all `num` latents at once (so no
+    two batches share resampled values); style-based generators truncate in w per batch.
+    """
+    from gandist.models.truncation import is_style_based, truncate_latents
+
     latents, labels = evaluation_latents(num, latent_dim, num_classes, seed)
+    if truncation < 1.0 and not (is_style_based(generator) and labels is None):
+        latents, truncation = truncate_latents(latents, truncation, seed), 1.0
     mine = ranks.mine(num)
 
     def batches() -> Iterator[torch.Tensor]:
         for index in mine.split(batch_size):
             z = latents[index].to(ranks.device)
             y = labels[index].to(ranks.device) if labels is not None else None
-            yield to_extractor_input(generate(generator, z, y))
+            yield to_extractor_input(generate(generator, z, y, truncation))
 
     return gather_in_order(ranks, mine, extract(extractor, batches(), ranks.device))
 
@@ -389,6 +399,8 @@ class ScoreOptions:
     kid_subset_size: int = 1000
     isc_splits: int = 10
     rng_seed: int = 2020
+    prc: bool = False
+    prc_neighborhood: int = 3
 
 
 def score(
@@ -402,7 +414,8 @@ def score(
 
     Each metric is computed by torch-fidelity's function on its own rank (FID on rank 0, KID on
     rank 1, IS on rank 2, modulo the world size), so no rank waits for all three serially.
-    Keys: eval/fid, eval/kid, eval/kid_std, eval/is, eval/is_std.
+    Keys: eval/fid, eval/kid, eval/kid_std, eval/is, eval/is_std, and with `options.prc`
+    eval/precision, eval/recall, eval/f_score (Kynkaanniemi et al., 2019) on a fourth rank.
     """
     subset = min(options.kid_subset_size, len(fake[layers["kid"]]), len(reference.kid_features))
     if subset < options.kid_subset_size and ranks.rank == 0:
@@ -441,7 +454,20 @@ def score(
             "eval/is_std": value["inception_score_std"],
         }
 
-    jobs = [fid, kid] + ([isc] if "isc" in layers else [])
+    def prc() -> dict[str, float]:
+        # torch-fidelity's precision/recall layer is the KID one for every extractor here, so
+        # the reference's KID features are the real features; generated first, real second.
+        value = prc_features_to_metric(
+            fake[layers["kid"]],
+            reference.kid_features,
+            prc_neighborhood=options.prc_neighborhood,
+            prc_batch_size=10000,
+            save_cpu_ram=True,  # distances in blocks: never an N x N matrix in memory
+            verbose=False,
+        )
+        return {f"eval/{key}": value[key] for key in ("precision", "recall", "f_score")}
+
+    jobs = [fid, kid] + ([isc] if "isc" in layers else []) + ([prc] if options.prc else [])
     mine: dict[str, float] = {}
     for position, job in enumerate(jobs):
         if position % ranks.world == ranks.rank:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from gandist.errors import require as _require
+from gandist.errors import require_finite
 
 
 @dataclass
@@ -18,13 +19,23 @@ class ModelConfig:
     d_width: int = 64
     """Discriminator base width."""
     num_classes: int = 0
-    """Classes of a class-conditional family (conditional, biggan); 0 = taken from the shards' manifest for those, and 0 for unconditional families."""
+    """Classes of a class-conditional family (conditional, biggan, conditional-wavegan); 0 = taken from the shards' manifest for those, and 0 for unconditional families."""
     mapping_layers: int = 8
     """stylegan2: depth of the mapping network z -> w."""
     style_mixing_prob: float = 0.9
     """stylegan2: probability that a training batch mixes the styles of two latents."""
+    res_blocks: int = 9
+    """cyclegan: residual blocks of the ResNet translator (the paper: 6 at 128 px, 9 at 256 px and above)."""
+    audio_length: int = 16384
+    """wavegan: samples per generated clip, 16384 (1.02 s at 16 kHz) or 65536 (4.1 s, one more layer in G and D); must equal data.length."""
+    phase_shuffle: int = 2
+    """wavegan: D shifts each layer's activations by a random -n..n samples (reflect padding) so it cannot key on G's periodic artefacts; 0 disables it."""
 
     def __post_init__(self) -> None:
+        _require(
+            self.phase_shuffle >= 0, f"model.phase_shuffle must be >= 0, got {self.phase_shuffle}"
+        )
+        require_finite(self, "model")
         _require(self.latent_dim >= 1, f"model.latent_dim must be >= 1, got {self.latent_dim}")
         _require(self.g_width >= 1, f"model.g_width must be >= 1, got {self.g_width}")
         _require(self.d_width >= 1, f"model.d_width must be >= 1, got {self.d_width}")
@@ -33,6 +44,7 @@ class ModelConfig:
             self.mapping_layers >= 1,
             f"model.mapping_layers must be >= 1, got {self.mapping_layers}",
         )
+        _require(self.res_blocks >= 1, f"model.res_blocks must be >= 1, got {self.res_blocks}")
         _require(
             0.0 <= self.style_mixing_prob <= 1.0,
             f"model.style_mixing_prob must be in [0, 1], got {self.style_mixing_prob}",

@@ -19,7 +19,9 @@ def conv_weights(module: nn.Module) -> list[torch.Tensor]:
     """The (unnormalised) weight of every conv and linear layer, for weight regularisers."""
     weights = []
     for layer in module.modules():
-        if isinstance(layer, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+        if isinstance(
+            layer, (nn.Conv1d, nn.ConvTranspose1d, nn.Conv2d, nn.ConvTranspose2d, nn.Linear)
+        ):
             weights.append(
                 layer.parametrizations.weight.original
                 if hasattr(layer, "parametrizations")

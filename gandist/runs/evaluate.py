@@ -33,18 +33,24 @@ def evaluate_checkpoint(
     checkpoint's `eval.jsonl` and the run's `metrics.jsonl`, at the checkpoint's step.
     """
     from gandist.distributed import build_accelerator
-    from gandist.metrics.evaluate import Evaluator
     from gandist.metrics.extractors import preflight
+    from gandist.metrics.translation import build_evaluator
 
     weights, folder = load_generator_weights(run_or_checkpoint, best=best)
     cfg = load_config(folder / CONFIG_FILE, overrides)
     preflight(cfg.eval.extractor, cfg.eval.weights_path, cfg.data)
     # Joins the process group a launcher (torchrun, accelerate launch, srun) set up, if any.
     accelerator = build_accelerator("fp32")
-    generator, _ = MODELS.get(cfg.model.name)(cfg.model, cfg.data.resolution, cfg.data.channels)
+    build = MODELS.get(cfg.model.name)
+    if getattr(build, "translator", False):  # CycleGAN exports both translators as one module
+        from gandist.models.cyclegan import build_pair
+
+        generator = build_pair(cfg.model, cfg.data.resolution, cfg.data.channels)
+    else:
+        generator, _ = build(cfg.model, cfg.data.resolution, cfg.data.channels)
     generator.load_state_dict(weights)
     generator.to(accelerator.device)
-    evaluator = Evaluator(cfg.eval, cfg.data, accelerator.device)
+    evaluator = build_evaluator(cfg.eval, cfg.data, accelerator.device)
     evaluator.prepare()
     results = evaluator.evaluate(generator, num=num)
     step = generator_step(folder)

@@ -14,12 +14,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from gandist.ada import AdaptiveAugment
 from gandist.augment import DiffAugment
 from gandist.diagnostics import sample_diversity
-from gandist.ema import GeneratorEMA
+from gandist.ema import GeneratorEMA, LogitAnchors
 from gandist.losses import (
     gradient_penalty,
     interpolate,
+    lecam_penalty,
+    mode_seeking_penalty,
     orthogonal_penalty,
     path_length_penalty,
     r1_penalty,
@@ -27,26 +30,38 @@ from gandist.losses import (
 from gandist.models import generate
 from gandist.models.layers import conv_weights
 from gandist.registry import ALGORITHMS, LOSSES, MODELS
-from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase
-from gandist.training.config import Config
+from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase, Runtime
+from gandist.training.config import KIND_NOUNS, Config
 
 G, D = "generator", "discriminator"
+# Per-class sample grids of a conditional model: the first 16 classes, 16 images each (a
+# 1000-class model would otherwise spend its sample steps drawing).
+CLASS_GRIDS, CLASS_GRID_SIZE = 16, 16
 
 
 @ALGORITHMS.register("adversarial")
 class AdversarialGAN(Algorithm):
     """One G, one D: nonsaturating, hinge, Wasserstein or least-squares objectives, n_critic,
     WGAN-GP, lazy R1, path length, orthogonal regularisation, weight clipping, DiffAugment and
-    the generator EMA, for every image family in the model registry."""
+    the generator EMA, for every family in the model registry: images or audio (data.kind)."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        # The batch key of the real samples: "image" [B, C, H, W] or "audio" [B, 1, L].
+        self.media = cfg.data.kind
         generator, discriminator = MODELS.get(cfg.model.name)(
             cfg.model, cfg.data.resolution, cfg.data.channels
         )
         self.networks = {G: generator, D: discriminator}
         self.objective = LOSSES.get(cfg.train.loss)
         self.augment = DiffAugment(cfg.train.augment or "")
+        train = cfg.train
+        self.ada = (
+            AdaptiveAugment(train.ada_target, train.ada_interval, train.ada_ramp_images)
+            if train.ada_target > 0
+            else None
+        )
+        self.lecam = LogitAnchors(cfg.reg.lecam_decay) if cfg.reg.lecam_weight > 0 else None
         self.num_classes = int(getattr(generator, "num_classes", 0))
         self.ema = (
             GeneratorEMA(generator, cfg.train.ema_half_life_images)
@@ -94,7 +109,22 @@ class AdversarialGAN(Algorithm):
             return self._d_loss(*self._real(batch), phase.index)
         return self._g_loss(phase.index)
 
+    def bind(self, runtime: Runtime) -> None:
+        super().bind(runtime)
+        if self.ada is not None:
+            self.ada.to(runtime.device)
+        if self.lecam is not None:
+            self.lecam.to(runtime.device)
+
     def after_update(self, phase: Phase, skipped: bool) -> None:
+        if (
+            phase.name == "d"
+            and self.ada is not None
+            and (phase.index + 1) % self.ada.interval == 0
+        ):
+            self.ada.adjust(
+                self.ada.interval * self.runtime.batch_per_rank * self.runtime.world_size
+            )
         if phase.name == "d" and self.cfg.reg.weight_clip > 0:
             clip = self.cfg.reg.weight_clip
             with torch.no_grad():
@@ -103,15 +133,29 @@ class AdversarialGAN(Algorithm):
         if phase.name == "g" and self.ema is not None:
             self.ema.update(self.local(G), self.runtime.batch_per_rank * self.runtime.world_size)
 
+    def sample(self) -> dict[str, torch.Tensor]:
+        """`samples` from the generator evaluation scores (the EMA when on), `samples_raw` from
+        the trained generator when there is an EMA, and `samples_class_K` (the same latents,
+        all of class K) for the first CLASS_GRIDS classes of a conditional model."""
+        grids = {"samples": self._draw(self.eval_generator(), self.fixed_labels)}
+        if self.ema is not None:
+            grids["samples_raw"] = self._draw(self.local(G), self.fixed_labels)
+        per_class = min(len(self.fixed_latents), CLASS_GRID_SIZE)
+        for label in range(min(self.num_classes, CLASS_GRIDS)):
+            labels = torch.full((per_class,), label, dtype=torch.long)
+            grids[f"samples_class_{label}"] = self._draw(self.eval_generator(), labels)
+        return grids
+
     @torch.no_grad()
-    def sample(self) -> torch.Tensor:
-        generator = self.eval_generator()
+    def _draw(self, generator: nn.Module, labels: torch.Tensor | None) -> torch.Tensor:
         was_training = generator.training
         generator.eval()
         device = self.runtime.device
-        labels = None if self.fixed_labels is None else self.fixed_labels.to(device)
+        num = len(labels) if labels is not None else len(self.fixed_latents)
+        labels = None if labels is None else labels.to(device)
         with self.runtime.autocast():
-            images = generate(generator, self.fixed_latents.to(device), labels)
+            latents = self.fixed_latents[:num].to(device)
+            images = generate(generator, latents, labels, self.cfg.eval.truncation)
         generator.train(was_training)
         return images
 
@@ -119,22 +163,29 @@ class AdversarialGAN(Algorithm):
         return self.ema.module if self.ema is not None else self.local(G)
 
     def state(self) -> dict[str, Any]:
-        return {"ema": self.ema} if self.ema is not None else {}
+        state: dict[str, Any] = {"ema": self.ema} if self.ema is not None else {}
+        return state | ({"ada": self.ada} if self.ada is not None else {})
+
+    def rank_state(self) -> dict[str, Any]:
+        # LeCam anchors average this rank's own logits: no collective per step.
+        return {"lecam": self.lecam} if self.lecam is not None else {}
 
     def check_batch(self, batch: dict[str, Any]) -> None:
-        if "image" not in batch:
+        if self.media not in batch:
             raise ValueError(
-                f"model.name={self.cfg.model.name} trains on images but the batches hold "
-                f"{sorted(batch)}: set data.kind=image and point data.shards at image shards"
+                f"model.name={self.cfg.model.name} trains on {KIND_NOUNS[self.media]} but the "
+                f"batches hold {sorted(batch)}: set data.kind={self.media} and point data.shards "
+                f"at {self.media} shards"
             )
         if not self.num_classes:
             return
         labels = batch.get("label")
+        synth = "glyphs" if self.media == "image" else "tones"
         if labels is None or bool((labels < 0).any()):
             raise ValueError(
                 f"model.name={self.cfg.model.name} is class-conditional but the shards in "
                 f"data.shards={self.cfg.data.shards} hold samples without a class label (no "
-                "'cls' entry): write labelled shards (`gandist data synth glyphs` does) or "
+                f"'cls' entry): write labelled shards (`gandist data synth {synth}` does) or "
                 "choose an unconditional model"
             )
         if bool((labels >= self.num_classes).any()):
@@ -148,7 +199,7 @@ class AdversarialGAN(Algorithm):
     def _real(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor | None]:
         self.check_batch(batch)
         device = self.runtime.device
-        real_images = batch["image"].to(device, non_blocking=True)
+        real_images = batch[self.media].to(device, non_blocking=True)
         assert real_images.shape[0] == self.runtime.batch_per_rank, "every rank needs full batches"
         labels = batch["label"].to(device, non_blocking=True) if self.num_classes else None
         return real_images, labels
@@ -165,9 +216,11 @@ class AdversarialGAN(Algorithm):
     def _critic(
         self, discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None
     ) -> torch.Tensor:
-        """D's logits [B] on augmented images; the same DiffAugment for real and fake."""
+        """D's logits [B] on augmented images; the same DiffAugment and ADA for real and fake."""
         if self.augment:
             images = self.augment(images)
+        if self.ada is not None:
+            images = self.ada(images)
         return discriminator(images) if labels is None else discriminator(images, labels)
 
     def _d_loss(
@@ -181,12 +234,27 @@ class AdversarialGAN(Algorithm):
             real_logits = self._critic(self.networks[D], real_images, real_labels)
             fake_logits = self._critic(self.networks[D], fake_images, fake_labels)
             loss, metrics = self.objective.d_loss(real_logits, fake_logits)
+        if self.ada is not None:
+            self.ada.observe(real_logits)
+            metrics |= self.ada.metrics()
+        lecam, lecam_metrics = self._lecam(real_logits, fake_logits)
         penalty, penalty_metrics = self._d_penalties(
             real_images, real_labels, fake_images, fake_labels, index
         )
         if self.diagnostics:
             metrics["real_diversity"] = sample_diversity(real_images)
-        return loss + penalty, {"d_loss": loss.detach(), **metrics, **penalty_metrics}
+        total = loss + lecam + penalty
+        return total, {"d_loss": loss.detach(), **metrics, **lecam_metrics, **penalty_metrics}
+
+    def _lecam(
+        self, real_logits: torch.Tensor, fake_logits: torch.Tensor
+    ) -> tuple[torch.Tensor, Metrics]:
+        """The weighted LeCam penalty on this D step's logits, after moving its anchors."""
+        if self.lecam is None:
+            return torch.zeros((), device=real_logits.device), {}
+        self.lecam.update(real_logits.detach(), fake_logits.detach())
+        penalty, metrics = lecam_penalty(real_logits, fake_logits, self.lecam.real, self.lecam.fake)
+        return self.cfg.reg.lecam_weight * penalty, metrics
 
     def _d_penalties(
         self,
@@ -223,11 +291,16 @@ class AdversarialGAN(Algorithm):
     def _g_loss(self, index: int) -> tuple[torch.Tensor, Metrics]:
         batch_size = self.runtime.batch_per_rank
         labels = self._fake_labels(batch_size)
+        latents = self._latents(batch_size)
         with self.runtime.autocast():
-            fake_images = generate(self.networks[G], self._latents(batch_size), labels)
+            fake_images = generate(self.networks[G], latents, labels)
             fake_logits = self._critic(self.local(D), fake_images, labels)
             loss, metrics = self.objective.g_loss(fake_logits)
         penalty, penalty_metrics = self._g_penalties(batch_size, index)
+        if self.cfg.reg.diversity_weight > 0:
+            diversity, m = mode_seeking_penalty(fake_images, latents)
+            penalty = penalty + self.cfg.reg.diversity_weight * diversity
+            penalty_metrics |= m | {"mode_seeking": diversity.detach()}
         if self.diagnostics:
             metrics["sample_diversity"] = sample_diversity(fake_images)
         return loss + penalty, {"g_loss": loss.detach(), **metrics, **penalty_metrics}

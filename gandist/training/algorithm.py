@@ -101,8 +101,9 @@ class Algorithm(ABC):
         """What follows an update (EMA, weight clipping, image pools)."""
 
     @abstractmethod
-    def sample(self) -> torch.Tensor:
-        """The sample grid's content from fixed inputs: [B, C, H, W] in [-1, 1] or [B, 1, L]."""
+    def sample(self) -> torch.Tensor | dict[str, torch.Tensor]:
+        """The sample grid's content from fixed inputs: [B, C, H, W] in [-1, 1] or [B, 1, L];
+        or several named grids ({"samples": ..., "samples_raw": ...}; "samples" is the main one)."""
 
     @abstractmethod
     def eval_generator(self) -> nn.Module:
@@ -136,6 +137,7 @@ class Algorithm(ABC):
             world_size=world_size,
             seed=seed,
             reduce_sum=reduce_sum,
+            device=self.runtime.device,
         )
 
     def check_batch(self, batch: dict[str, Any]) -> None:  # noqa: B027 - optional hook

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +27,27 @@ class Progress:
     step: int = 0
     images_seen: int = 0
     skipped_updates: int = 0
+    earlier_s: float = 0.0  # wall-clock seconds of the launches before this one
+    _launched: float = field(default_factory=time.monotonic, repr=False)
 
-    def state_dict(self) -> dict[str, int]:
-        return {"step": self.step, "images_seen": self.images_seen, "skipped": self.skipped_updates}
+    @property
+    def hours(self) -> float:
+        """Wall-clock hours of training over every launch of the run (the `train/hours` axis)."""
+        return (self.earlier_s + time.monotonic() - self._launched) / 3600
 
-    def load_state_dict(self, state: dict[str, int]) -> None:
+    def state_dict(self) -> dict[str, int | float]:
+        return {
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "skipped": self.skipped_updates,
+            "wall_s": self.hours * 3600,
+        }
+
+    def load_state_dict(self, state: dict[str, int | float]) -> None:
         self.step, self.images_seen = int(state["step"]), int(state["images_seen"])
         self.skipped_updates = int(state.get("skipped", 0))
+        self.earlier_s = float(state.get("wall_s", 0.0))
+        self._launched = time.monotonic()
 
 
 class RngState:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,8 +31,55 @@ def run_facts(
         "precision": precision,
         "batch_per_rank": batch_per_rank,
         "resumed_at_step": step,
+        "data_shards": redact_shards(cfg.data.shards),  # credentials never reach run.json
         "gandist": __version__,
         "torch": torch.__version__,
+        "git_commit": git_commit(),
+        **slurm_facts(),
+    }
+
+
+def git_commit() -> str | None:
+    """The commit of the gandist checkout this run imports, or None outside a git checkout."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(__file__).resolve().parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+SLURM_FACTS = {
+    "SLURM_JOB_ID": "slurm_job_id",
+    "SLURM_ARRAY_JOB_ID": "slurm_array_job_id",
+    "SLURM_ARRAY_TASK_ID": "slurm_array_task_id",
+    "SLURM_JOB_NODELIST": "slurm_nodelist",
+    "SLURM_JOB_NUM_NODES": "slurm_num_nodes",
+    "SLURM_JOB_PARTITION": "slurm_partition",
+}
+
+
+def slurm_facts(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The Slurm job id, array index and node list when this run is a Slurm job (else {})."""
+    env = os.environ if env is None else env
+    return {key: env[var] for var, key in SLURM_FACTS.items() if env.get(var)}
+
+
+def wandb_run_kwargs(cfg: Any) -> dict[str, Any]:
+    """wandb.init's naming and grouping arguments from the config's tracking section."""
+    tracking = cfg.tracking
+    return {
+        "name": tracking.name or cfg.run_name,
+        "entity": tracking.entity,
+        "group": tracking.group,
+        "tags": list(tracking.tags),
+        "job_type": tracking.job_type,
+        "notes": tracking.notes,
     }
 
 

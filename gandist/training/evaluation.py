@@ -29,11 +29,11 @@ class TrainingEvaluation:
     """
 
     def __init__(self, cfg: EvalConfig, data: DataConfig, device, run_dir, is_main: bool) -> None:
-        from gandist.metrics.evaluate import Evaluator
+        from gandist.metrics.translation import build_evaluator
 
         self.cfg, self.is_main = cfg, is_main
         self.by_images = cfg.every_images > 0
-        self.evaluator = Evaluator(cfg, data, device)
+        self.evaluator = build_evaluator(cfg, data, device)
         self.pacer = None
         best = best_checkpoint(run_dir)
         best_info = json.loads((best / BEST).read_text()) if best else {}

@@ -18,7 +18,7 @@ from typing import Any
 from gandist.data.shards import expand_shards, is_remote, read_manifest
 from gandist.data.tar import tar_members
 from gandist.errors import ConfigError
-from gandist.training.config import Config
+from gandist.training.config import KIND_NOUNS, Config, a_family, config_warnings, family_kind
 
 PEEK_SAMPLES = 64
 """Samples read from the first shard of a folder without a manifest."""
@@ -178,6 +178,16 @@ def resolve_num_classes(cfg: Config, facts: list[DataFacts] | None = None) -> in
     return present
 
 
+def domain_b_facts(cfg: Config) -> list[DataFacts]:
+    """Facts of `data.shards_b` (unpaired translation's domain B), [] when it is not set."""
+    if not cfg.data.shards_b:
+        return []
+    try:
+        return data_facts(cfg.data.shards_b)
+    except ConfigError as err:  # the shard lister names data.shards; here it is domain B's
+        raise ConfigError(str(err).replace("data.shards", "data.shards_b", 1)) from None
+
+
 def check_data_fits(cfg: Config) -> list[str]:
     """Check the config against what the shards hold; returns notes for the start-up summary.
 
@@ -186,15 +196,18 @@ def check_data_fits(cfg: Config) -> list[str]:
     in model.num_classes for a conditional family that leaves it at 0 (`resolve_num_classes`).
     Notes say what will be converted on the fly: image size and channels, clip length.
     """
-    facts = data_facts(cfg.data.shards)
+    facts = data_facts(cfg.data.shards) + domain_b_facts(cfg)
     data, model = cfg.data, cfg.model
     conditional = conditional_family(model.name)
     notes = []
     for fact in facts:
         if fact.kind is not None and fact.kind != data.kind:
+            # check_names made the family's kind data.kind: naming both says what to change.
             raise ConfigError(
-                f"data.kind={data.kind} but {fact.where} holds {fact.kind} samples; "
-                f"set data.kind={fact.kind} or point data.shards at {data.kind} shards"
+                f"model.name={model.name} generates {KIND_NOUNS[family_kind(model.name)]} "
+                f"(data.kind={data.kind}) but {fact.where} holds {fact.kind} samples; point "
+                f"data.shards at {data.kind} shards, or train {a_family(fact.kind)} with "
+                f"data.kind={fact.kind}"
             )
         if conditional and fact.labelled is False:
             raise ConfigError(
@@ -253,9 +266,12 @@ NOTES_SHOWN_ENV = "GANDIST_DATA_NOTES_SHOWN"
 
 
 def preflight_data(cfg: Config) -> None:
-    """`check_data_fits`, printing its notes once per launch (not once per rank) on stderr."""
+    """`check_data_fits`, printing its notes (and the config's warnings) once per launch (not
+    once per rank) on stderr."""
     notes = check_data_fits(cfg)
     if os.environ.get(NOTES_SHOWN_ENV) or os.environ.get("RANK", "0") != "0":
         return
+    for warning in config_warnings(cfg):
+        print(f"gandist: warning: {warning}", file=sys.stderr)
     for note in notes:
         print(f"gandist: note: {note}", file=sys.stderr)

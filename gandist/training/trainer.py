@@ -8,11 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from gandist import preemption
 from gandist.checkpoint import mark_best
-from gandist.config import to_dict, to_yaml
+from gandist.config import to_yaml
 from gandist.data.classes import save_class_names
 from gandist.data.health import BadDataError
 from gandist.data.loader import Batches, BatchStream
@@ -20,11 +19,20 @@ from gandist.distributed import build_accelerator, derive_seed, resolve_mixed_pr
 from gandist.registry import ALGORITHMS
 from gandist.rundir import write_run_files
 from gandist.tracking import Tracker
+from gandist.training import run_record as record
 from gandist.training.algorithm import Phase, Runtime
 from gandist.training.checkpointing import Checkpointer, Progress, RngState
 from gandist.training.config import Config
-from gandist.training.console import SaturationWatch, data_note, run_facts, startup_summary
+from gandist.training.console import (
+    SaturationWatch,
+    data_note,
+    run_facts,
+    startup_summary,
+)
 from gandist.training.evaluation import TrainingEvaluation
+from gandist.training.performance import local_unwrap
+from gandist.training.progress import ProgressReport
+from gandist.training.runlock import exclusive_run
 from gandist.training.updater import NonFiniteGuard, prepare_updaters
 from gandist.training.window import MetricWindow
 
@@ -42,7 +50,9 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(cfg.output_dir)
         self.accelerator = build_accelerator(
-            cfg.train.mixed_precision, log_with=Tracker.log_with(self.run_dir, cfg.tracking.wandb)
+            cfg.train.mixed_precision,
+            log_with=Tracker.log_with(self.run_dir, cfg.tracking.wandb),
+            timeout_s=cfg.train.dist_timeout_s,
         )
         acc = self.accelerator
         self.precision = resolve_mixed_precision(cfg.train.mixed_precision)
@@ -61,19 +71,20 @@ class Trainer:
                 world_size=acc.num_processes,
                 batch_per_rank=self.batch_per_rank,
                 autocast=self.autocast,
-                unwrap=acc.unwrap_model,
+                unwrap=local_unwrap(acc),
                 grad_scale=lambda name: self.updaters[name].grad_scale,
             )
         )
         self.progress = Progress()
         self.data = self._build_data(batches)
-        self.tracker = Tracker(acc, self.run_dir, cfg.tracking.wandb)
+        self.tracker = Tracker(acc, self.run_dir, cfg.tracking.wandb, cfg.data.sample_rate)
         self.config_yaml = to_yaml(cfg)
         self.checkpointer = Checkpointer(
             acc, self.run_dir, self.config_yaml, cfg.train.checkpoints_total_limit
         )
         self.guard = NonFiniteGuard(cfg.train.max_bad_steps, warn=self.precision != "fp16")
         self.saturation = SaturationWatch()
+        self.window = MetricWindow()
 
     # ---- construction -------------------------------------------------------------------
 
@@ -111,9 +122,8 @@ class Trainer:
 
     def states(self) -> tuple[dict[str, Any], dict[str, Any]]:
         """The named checkpoint components: shared by every rank, and this rank's own."""
-        unwrap = self.accelerator.unwrap_model
         shared: dict[str, Any] = {"progress": self.progress}
-        shared |= {f"network/{n}": unwrap(m) for n, m in self.algorithm.networks.items()}
+        shared |= {f"network/{n}": self.algorithm.local(n) for n in self.algorithm.networks}
         shared |= {f"optimizer/{n}": u for n, u in self.updaters.items()}
         shared |= {f"scaler/{n}": u.scaler for n, u in self.updaters.items() if u.scaler}
         shared |= self.algorithm.state()
@@ -133,16 +143,19 @@ class Trainer:
 
     def train(self) -> Progress:
         """Run until `train.steps`, resuming first if asked; returns the final counters."""
+        # One job per run directory (locked before anything is written); a lost rank is named.
+        with exclusive_run(self.accelerator, self.run_dir):
+            return self._train()
+
+    def _train(self) -> Progress:
         cfg = self.cfg.train
         self._resume()
         self._start_tracking()
         evaluation = self._build_evaluation()
-        window = MetricWindow()
-        progress_bar = tqdm(
-            total=cfg.steps,
-            initial=self.progress.step,
-            disable=not (self.is_main and cfg.progress_bar),
-            dynamic_ncols=True,
+        window = self.window
+        window.clear()
+        report = ProgressReport(
+            cfg.steps, self.progress.step, self.is_main and cfg.progress_bar, cfg.progress_every_s
         )
         stop = preemption.StopRequest.from_env().install()
         try:
@@ -152,12 +165,8 @@ class Trainer:
                 window.add(self.train_step())
                 self.progress.step, last = step, step == cfg.steps
                 self.progress.images_seen += self.algorithm.images_per_step
-                progress_bar.update(1)
-                if step % cfg.log_every == 0 or last:
-                    values = self._log_scalars(window)
-                    progress_bar.set_postfix(
-                        {k[6:]: f"{v:.3f}" for k, v in values.items() if k.endswith("_loss")}
-                    )
+                logs = step % cfg.log_every == 0 or last
+                report.update(step, self._log_scalars(window) if logs else None)
                 if step % cfg.sample_every == 0 or last:
                     self.tracker.log_samples(self.algorithm.sample(), step)
                 if step % cfg.checkpoint_every == 0 or last:
@@ -168,10 +177,10 @@ class Trainer:
                 if not last and step % cfg.stop_check_every == 0 and stop.agreed(self.accelerator):
                     self._checkpoint_and_stop(stop)
                     break
+            self.tracker.finish()  # under the stop handlers: a late signal is only logged
         finally:  # an error must not leave this process's signal handlers replaced
             stop.close()
-            progress_bar.close()
-        self.tracker.finish()
+            report.close()
         if self.is_main:
             log.info("run finished: %s", self.run_dir.resolve())
         return self.progress
@@ -187,7 +196,8 @@ class Trainer:
 
     def run_phase(self, phase: Phase) -> dict[str, torch.Tensor]:
         """A fresh real batch if the phase needs one, its loss, its update, the after-update hook."""
-        batch = self.data.next_batch() if phase.needs_real else None
+        with self.window.waiting_for_data():
+            batch = self.data.next_batch() if phase.needs_real else None
         with self.algorithm.trainable(phase):
             loss, metrics = self.algorithm.loss(phase, batch)
             update_metrics, skipped = self.updaters[phase.optimizer].step(loss)
@@ -198,10 +208,14 @@ class Trainer:
 
     def _log_scalars(self, window: MetricWindow) -> dict[str, float]:
         # The loop's cross-rank reductions, paid once per log interval.
-        values = {f"train/{k}": v for k, v in window.reduce(self.accelerator).items()}
+        # Keys an algorithm already namespaced (`aug/p`) keep their namespace.
+        values = {
+            k if "/" in k else f"train/{k}": v for k, v in window.reduce(self.accelerator).items()
+        }
         values["train/images_seen"] = self.progress.images_seen
+        values["train/hours"] = self.progress.hours
         values["train/skipped_steps"] = self.progress.skipped_updates
-        values["perf/images_per_s"] = window.images_per_s(self.algorithm.images_per_step)
+        values |= window.perf(self.accelerator, self.algorithm.images_per_step)
         values |= {f"train/lr_{n}": u.learning_rate for n, u in self.updaters.items()}
         try:
             values |= self.data.health()
@@ -276,17 +290,8 @@ class Trainer:
         if self.is_main:
             write_run_files(self.run_dir, self.config_yaml, run_info)
             save_class_names(self.run_dir, cfg.data.shards)
-        tracking = cfg.tracking
-        self.tracker.start(
-            tracking.project,
-            config=to_dict(cfg) | {"world_size": run_info["world_size"], "run": run_info},
-            wandb_kwargs={
-                "name": cfg.run_name,
-                "entity": tracking.entity,
-                "group": tracking.group,
-                "tags": list(tracking.tags),
-            },
-        )
+        config, wandb_kwargs = record.tracked_config(cfg, run_info), record.wandb_kwargs(cfg)
+        self.tracker.start(cfg.tracking.project, config=config, wandb_kwargs=wandb_kwargs)
         if self.is_main:
             networks = {name: self.algorithm.local(name) for name in self.algorithm.networks}
             print(startup_summary(run_info, cfg, networks, data_note(cfg.data)), flush=True)

@@ -12,6 +12,12 @@ from torch import nn
 from gandist.schedules import build_scheduler
 from gandist.training.algorithm import Algorithm, OptimizerSpec
 from gandist.training.config import OptimConfig, TrainConfig
+from gandist.training.performance import (
+    adam_options,
+    compile_networks,
+    configure_backends,
+    to_channels_last,
+)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +74,7 @@ class Updater:
         lr_schedule: str,
         warmup_steps: int,
         total_steps: int,
+        decay_after_steps: int = 0,
         clip_norm: float = 0.0,
         fp16: bool = False,
         check_finite: bool = True,
@@ -79,10 +86,8 @@ class Updater:
         self.clip_norm = clip_norm
         self.check_finite = check_finite
         self.scaler = torch.amp.GradScaler(accelerator.device.type) if fp16 else None
-        self.schedule = (lr_schedule, warmup_steps, total_steps)
-        self.scheduler = build_scheduler(
-            self.torch_optimizer, lr_schedule, warmup_steps, total_steps
-        )
+        self.schedule = (lr_schedule, warmup_steps, total_steps, decay_after_steps)
+        self.scheduler = build_scheduler(self.torch_optimizer, *self.schedule)
 
     @property
     def torch_optimizer(self) -> torch.optim.Optimizer:
@@ -105,12 +110,13 @@ class Updater:
             loss.backward()
         else:
             self.scaler.scale(loss).backward()
-        norm = None
         if self.clip_norm > 0:
             if self.scaler is not None:
                 self.scaler.unscale_(self.torch_optimizer)  # clip the true gradients
-            norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm)
-            metrics["grad_norm"] = norm.detach()
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters, self.clip_norm).detach()
+        else:
+            # One fused norm on the device (no host sync); under fp16 the gradients are scaled.
+            norm = self._grad_norm() / self.grad_scale
         if self.scaler is not None:
             scale = self.scaler.get_scale()
             self.scaler.step(self.torch_optimizer)
@@ -121,14 +127,20 @@ class Updater:
             skipped = self.check_finite and not self._all_finite(loss, norm)
             if not skipped:
                 self.torch_optimizer.step()
+        if not skipped:  # a skipped update's infinite norm would swamp the window's mean
+            metrics["grad_norm"] = norm
         metrics["skipped"] = torch.tensor(float(skipped))
         return {f"{self.name}_{key}": value for key, value in metrics.items()}, skipped
 
-    def _all_finite(self, loss: torch.Tensor, norm: torch.Tensor | None) -> bool:
+    def _grad_norm(self) -> torch.Tensor:
+        """The L2 norm of all this optimizer's gradients together."""
+        grads = [p.grad for p in self.parameters if p.grad is not None]
+        if not grads:
+            return torch.zeros((), device=self.accelerator.device)
+        return torch.nn.utils.get_total_norm(grads).detach()
+
+    def _all_finite(self, loss: torch.Tensor, norm: torch.Tensor) -> bool:
         """Whether the loss and every gradient are finite on every rank (one all-reduce)."""
-        if norm is None:
-            grads = [p.grad for p in self.parameters if p.grad is not None]
-            norm = torch.nn.utils.get_total_norm(grads) if grads else torch.zeros(())
         bad = (~(torch.isfinite(loss.detach()) & torch.isfinite(norm))).float().reshape(1)
         if self.accelerator.num_processes > 1:
             bad = self.accelerator.reduce(bad.to(self.accelerator.device), reduction="sum")
@@ -155,8 +167,7 @@ class Updater:
             group["initial_lr"] = lr
             group["lr"] = lr
             group["betas"] = tuple(betas)
-        schedule, warmup, total = self.schedule
-        self.scheduler = build_scheduler(self.torch_optimizer, schedule, warmup, total)
+        self.scheduler = build_scheduler(self.torch_optimizer, *self.schedule)
         # LambdaLR's rate is a pure function of its step count: jump straight to `step`.
         self.scheduler.last_epoch = step
         for group, base, multiplier in zip(
@@ -194,15 +205,25 @@ def prepare_updaters(
     fp16: bool,
 ) -> dict[str, Updater]:
     """DDP-wrap the algorithm's networks (in place) and build one Adam and Updater per optimizer
-    it declares, each over the parameters of the networks it steps."""
+    it declares, each over the parameters of the networks it steps; `train.channels_last` and
+    `train.compile` apply here (gandist.training.performance says how and why)."""
     names, specs = list(algorithm.networks), algorithm.optimizers()
+    device = accelerator.device
+    configure_backends(device)
+    if train.channels_last:
+        to_channels_last(algorithm.networks)
 
     def parameters(spec: OptimizerSpec) -> list[nn.Parameter]:
         return [p for net in spec.networks for p in algorithm.networks[net].parameters()]
 
-    optimizers = [torch.optim.Adam(parameters(s), lr=s.lr, betas=s.betas) for s in specs.values()]
+    optimizers = [
+        torch.optim.Adam(parameters(s), lr=s.lr, betas=s.betas, **adam_options(device))
+        for s in specs.values()
+    ]
     prepared = accelerator.prepare(*algorithm.networks.values(), *optimizers)
     algorithm.networks = dict(zip(names, prepared[: len(names)], strict=True))
+    if train.compile:
+        algorithm.networks = compile_networks(algorithm.networks, train.compile_backend)
     return {
         name: Updater(
             name,
@@ -212,6 +233,7 @@ def prepare_updaters(
             lr_schedule=optim.lr_schedule,
             warmup_steps=optim.warmup_steps,
             total_steps=train.steps,
+            decay_after_steps=optim.decay_after_steps,
             clip_norm=optim.grad_clip_norm,
             fp16=fp16,
             check_finite=train.skip_nonfinite,

@@ -1,6 +1,7 @@
 """Run by torchrun in tests: train with the real Trainer, then dump this rank's view to a file.
 
-Usage: torchrun --standalone --nproc_per_node 2 train_and_dump_ranks.py DUMP_DIR [key=value ...]
+Usage: torchrun --standalone --nproc_per_node 2 train_and_dump_ranks.py DUMP_DIR [CONFIG.yaml]
+[key=value ...]
 """
 
 import sys
@@ -13,7 +14,8 @@ from gandist.training.trainer import Trainer
 
 def main() -> None:
     dump_dir, overrides = sys.argv[1], sys.argv[2:]
-    trainer = Trainer(load_config(None, overrides))
+    config = overrides.pop(0) if overrides and overrides[0].endswith(".yaml") else None
+    trainer = Trainer(load_config(config, overrides))
     state = trainer.train()
     accelerator = trainer.accelerator
     torch.save(

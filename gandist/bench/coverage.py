@@ -1,0 +1,96 @@
+"""Benchmark: does the mode-seeking term (reg.diversity_weight) widen class coverage?
+
+`python -m gandist.bench.coverage --steps 600` writes built-in glyph shards and trains the
+glyph classifier once (in a temporary folder, or --work), then trains the demo config (one
+process, same seed and steps) with each diversity weight and prints, per run, the class
+histogram of generated samples by the classifier and `class_coverage` (the fraction of the 10
+digits within a factor of two of uniform). A benchmark, not a test: figures depend on steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def prepare(work: Path, num: int) -> tuple[Path, Path]:
+    from gandist.data.shards import write_manifest, write_shards
+    from gandist.data.synthetic import glyph_samples
+    from gandist.metrics.domain import train_classifier
+
+    shards, classifier = work / "glyphs", work / "glyph-classifier.pt"
+    if not (shards / "manifest.json").is_file():
+        written = write_shards(glyph_samples(num, size=32, seed=1), shards, "glyphs", 1000)
+        write_manifest(shards, written, kind="image", count=num, resolution=32)
+    if not classifier.is_file():
+        train_classifier(str(shards), classifier, channels=1, steps=300, progress=False)
+    return shards, classifier
+
+
+@torch.no_grad()
+def coverage_of(run_dir: Path, classifier_path: Path, num: int) -> tuple[float, list[float]]:
+    from gandist.metrics.coverage import class_coverage, class_histogram
+    from gandist.metrics.domain import load_classifier
+    from gandist.models import generate
+    from gandist.runs.sample import load_generator
+
+    generator, cfg = load_generator(run_dir)
+    classifier, _ = load_classifier(classifier_path)
+    classifier.eval()
+    latents = torch.randn(num, cfg.model.latent_dim, generator=torch.Generator().manual_seed(7))
+    images = torch.cat([generate(generator, z) for z in latents.split(250)])
+    logits = torch.cat([classifier(x)[1] for x in images.clamp(-1, 1).split(250)])
+    predicted = logits.argmax(dim=1)
+    num_classes = logits.shape[1]
+    return class_coverage(predicted, num_classes), class_histogram(predicted, num_classes).tolist()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--weights", type=float, nargs="+", default=[0.0, 1.0])
+    parser.add_argument("--num", type=int, default=2000, help="generated samples classified")
+    parser.add_argument("--glyphs", type=int, default=6000)
+    parser.add_argument("--work", type=Path, default=None, help="reuse shards/classifier here")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from gandist.training.config import load_config
+    from gandist.training.trainer import Trainer
+
+    work = args.work or Path(tempfile.mkdtemp(prefix="gandist-coverage-"))
+    shards, classifier = prepare(work, args.glyphs)
+    print(f"steps={args.steps} seed={args.seed} classifier={classifier}")
+    print("| diversity_weight | class_coverage | train_s | class shares 0..9 |")
+    print("| --- | --- | --- | --- |")
+    for weight in args.weights:
+        run_dir = work / f"run-w{weight}-s{args.steps}-seed{args.seed}"
+        overrides = [
+            f"output_dir={run_dir}",
+            f"data.shards={shards}",
+            "data.num_workers=0",
+            f"train.steps={args.steps}",
+            f"train.seed={args.seed}",
+            f"train.checkpoint_every={args.steps}",
+            f"train.sample_every={args.steps}",
+            "train.progress_bar=false",
+            "eval.every=0",
+            "tracking.wandb=false",
+            f"reg.diversity_weight={weight}",
+        ]
+        start = time.perf_counter()
+        Trainer(load_config(ROOT / "configs" / "demo.yaml", overrides)).train()
+        seconds = time.perf_counter() - start
+        coverage, shares = coverage_of(run_dir, classifier, args.num)
+        shares_text = " ".join(f"{s:.2f}" for s in shares)
+        print(f"| {weight:g} | {coverage:.1f} | {seconds:.0f} | {shares_text} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
