@@ -67,7 +67,9 @@ class TrainingEvaluation:
         assert pacer is not None, "prepare() first"
         if not (pacer.due(progress) or last):
             return None
-        if not pacer.decide(progress, self.evaluator.ranks):
+        # The last step always evaluates: a short run would otherwise end with no final score.
+        # `last` is the same on every rank, so skipping the collective `decide` is safe.
+        if not last and not pacer.decide(progress, self.evaluator.ranks):
             if self.is_main:
                 log.info(
                     "evaluation postponed to %d %s (eval.max_share)", pacer.next_at, pacer.unit
