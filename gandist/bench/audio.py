@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from gandist.bench.train import timed_run_overrides
 from gandist.data.loader import build_loader
 from gandist.losses import gradient_penalty, interpolate
 from gandist.registry import MODELS
@@ -106,15 +107,7 @@ def bench_audio(
     if plain_threads:
         torch.set_num_threads(plain_threads)
     window = max(1, steps // 5)
-    common = [
-        *overrides,
-        "tracking.wandb=false",
-        "train.progress_bar=false",
-        f"train.steps={steps}",
-        f"train.log_every={window}",
-        f"train.sample_every={steps}",
-        f"train.checkpoint_every={steps}",
-    ]
+    common = timed_run_overrides(overrides, steps, window)
     with tempfile.TemporaryDirectory() as tmp:
         base = load_config(config, [*common, f"output_dir={tmp}/plain"])
         seconds = base.data.length / base.data.sample_rate

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from gandist.bench.train import plain_loop, preload_batches, trainer_loop
+from gandist.bench.train import plain_loop, preload_batches, timed_run_overrides, trainer_loop
 from gandist.training.config import load_config
 
 VARIANTS: dict[str, list[str]] = {
@@ -74,15 +74,7 @@ def bench_gpu(
         f", torch {torch.__version__}, {steps} steps per run, log window {window} steps"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        common = [
-            *overrides,
-            "tracking.wandb=false",
-            "train.progress_bar=false",
-            f"train.steps={steps}",
-            f"train.log_every={window}",
-            f"train.sample_every={steps}",
-            f"train.checkpoint_every={steps}",
-        ]
+        common = timed_run_overrides(overrides, steps, window)
         for config in configs:
             base = load_config(config, [*common, f"output_dir={tmp}/base"])
             batches = preload_batches(base, num_batches=8)

@@ -32,6 +32,20 @@ def preload_batches(cfg: Config, num_batches: int) -> list[dict[str, Any]]:
     return [{"image": b["image"]} for b in itertools.islice(iter(loader), num_batches)]
 
 
+def timed_run_overrides(overrides: list[str], steps: int, window: int) -> list[str]:
+    """A benchmark's Trainer run: no wandb or bar, logs every `window` steps (its images/s are
+    read back from metrics.jsonl), samples and checkpoints only at the end."""
+    return [
+        *overrides,
+        "tracking.wandb=false",
+        "train.progress_bar=false",
+        f"train.steps={steps}",
+        f"train.log_every={window}",
+        f"train.sample_every={steps}",
+        f"train.checkpoint_every={steps}",
+    ]
+
+
 def streamed_batches(cfg: Config) -> Iterator[dict[str, Any]]:
     """The config's shards as an endless iterator of batches, for the plain loop."""
     loader = build_loader(
@@ -107,15 +121,7 @@ def bench_train(
     window = max(1, steps // 6)
     results: dict[str, list[float]] = {"plain": [], "trainer": []}
     with tempfile.TemporaryDirectory() as tmp:
-        common = [
-            *overrides,
-            "tracking.wandb=false",
-            "train.progress_bar=false",
-            f"train.steps={steps}",
-            f"train.log_every={window}",
-            f"train.sample_every={steps}",
-            f"train.checkpoint_every={steps}",
-        ]
+        common = timed_run_overrides(overrides, steps, window)
         base = load_config(config, [*common, f"output_dir={tmp}/data"])
         unpaired = base.train.algorithm == "cyclegan"
         if unpaired:  # two generators, two discriminators, a batch of each domain
