@@ -69,13 +69,14 @@ for name in "${ORDER[@]}"; do
   IFS='|' read -r file names tests left_out <<< "${MODULES[$name]}"
   work="$scratch/$name"
   mkdir -p "$work"
-  tar -C "$ROOT" -cf - gandist tests configs pyproject.toml README.md | tar -C "$work" -xf -
+  tar -C "$ROOT" -cf - gandist tests configs docs pyproject.toml README.md | tar -C "$work" -xf -
   {
     echo "[mutmut]"
     echo "source_paths=gandist"
     echo "only_mutate=$file"
     echo "also_copy="
     echo "    configs"
+    echo "    docs"
     echo "    README.md"
     echo "pytest_add_cli_args="
     echo "    -p"

@@ -30,6 +30,28 @@ def test_bench_train_prints_both_loops_and_their_ratio(
     assert "trainer / plain = " in out
 
 
+def test_bench_logging_times_the_same_run_logging_often_and_only_at_the_end(
+    tmp_path: Path, glyph_shards: Path, capsys: pytest.CaptureFixture
+) -> None:
+    overrides = [
+        o
+        for o in tiny_overrides(tmp_path / "unused", glyph_shards)
+        if not o.startswith(("output_dir", "train."))
+    ]
+    args = ["bench", "logging", "configs/dcgan.yaml", *overrides, "train.batch_size=8"]
+    assert cli.main([*args, "--steps", "6", "--rounds", "1", "--log-every", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    result = json.loads(lines[-1])
+    # The logging run logs at steps 2, 4 and 6; the quiet one only at its last step.
+    assert result["log_rows"] == {"default": 3, "quiet": 1}
+    assert sum(line.startswith("  round ") for line in lines) == 1
+    fast, slow = result["ms_per_step"]["quiet"], result["ms_per_step"]["default"]
+    assert fast > 0 and result["ratio"] == pytest.approx(slow / fast)
+    assert result["ms_per_log_step"] == pytest.approx((slow - fast) * 6 / 2)
+    assert f"time with logging / without = {result['ratio']:.3f}" in lines[-2]
+    assert cli.main([*args, "--steps", "6", "--log-every", "6"]) == 2  # nothing to compare
+
+
 def test_bench_data_prints_stream_against_plain_for_each_worker_count_and_transport(
     glyph_shards: Path, capsys: pytest.CaptureFixture
 ) -> None:
