@@ -131,6 +131,7 @@ def test_bench_fid_scores_torch_fidelity_and_the_sharded_path_with_inception(
         assert 0 < float(fid) < float("inf")
 
 
+@pytest.mark.slow
 @pytest.mark.dist
 def test_bench_audio_prints_audio_seconds_per_second_of_both(
     tmp_path: Path, capsys: pytest.CaptureFixture

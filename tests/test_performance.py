@@ -113,6 +113,7 @@ def test_adam_uses_foreach_on_cpu_and_the_trainer_builds_it_so(
         assert updater.torch_optimizer.defaults["foreach"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.dist
 def test_two_gloo_ranks_train_compiled_ddp_to_identical_weights(
     tmp_path: Path, glyph_shards: Path
