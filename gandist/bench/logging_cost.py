@@ -70,7 +70,6 @@ def bench_logging(
     common = [
         *[o for o in timed_run_overrides(overrides, steps, every) if "log_every" not in o],
         f"tracking.wandb={str(wandb).lower()}",
-        "train.stop_check_every=1000000",  # the stop check's all-reduce is another cost
     ]
     print(
         f"gandist bench logging: {base.model.name} at {base.data.resolution} px, global batch "
