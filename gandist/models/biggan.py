@@ -24,10 +24,10 @@ from gandist.models.conditional import require_classes
 from gandist.models.config import ModelConfig
 from gandist.models.layers import (
     GBlock,
+    GuardedWeights,
     ProjectionHead,
     SelfAttention,
     conv_weights,
-    refuse_foreign_weights,
     resnet_discriminator_blocks,
 )
 from gandist.registry import MODELS
@@ -64,7 +64,9 @@ def _attention_after(resolutions: list[int], attention_resolution: int) -> int |
     return resolutions.index(attention_resolution) if attention_resolution else None
 
 
-class BigGANGenerator(nn.Module):
+class BigGANGenerator(GuardedWeights):
+    family = "biggan"
+
     def __init__(
         self,
         latent_dim: int,
@@ -92,7 +94,6 @@ class BigGANGenerator(nn.Module):
             self.attention = SelfAttention(self.ch)
         self.out_norm = nn.BatchNorm2d(self.ch)
         self.to_image = spectral_norm(nn.Conv2d(self.ch, channels, 3, 1, 1))
-        refuse_foreign_weights(self, "biggan")
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         # Hierarchical latent: chunk 0 feeds the stem, chunk i+1 conditions block i.
@@ -117,7 +118,9 @@ class BigGANGenerator(nn.Module):
         )
 
 
-class BigGANDiscriminator(nn.Module):
+class BigGANDiscriminator(GuardedWeights):
+    family = "biggan"
+
     def __init__(
         self,
         width: int,
@@ -135,7 +138,6 @@ class BigGANDiscriminator(nn.Module):
         if self.attention_after is not None:
             self.attention = SelfAttention(ch)
         self.head = ProjectionHead(ch, num_classes)
-        refuse_foreign_weights(self, "biggan")
 
     def forward(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         h = images

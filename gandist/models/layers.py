@@ -4,6 +4,9 @@ heads, self-attention, and the one-line refusal of weights from another architec
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -181,43 +184,43 @@ class SelfAttention(nn.Module):
         return x + self.gamma.to(x.dtype) * self.o(read)
 
 
-def refuse_foreign_weights(module: nn.Module, family: str) -> None:
-    """Make a strict `module.load_state_dict` refuse, with one ConfigError line, weights whose
-    tensor names differ from the module's own (torch would raise a many-line RuntimeError).
+def _shown(keys: set[str]) -> str:
+    """Up to a few tensor names, spectral norm's internals read as the weight they belong to."""
+    names = sorted({re.sub(r"\.parametrizations\.(\w+)\..*$", r".\1", k) for k in keys})
+    more = f" and {len(names) - _KEYS_SHOWN} more" if len(names) > _KEYS_SHOWN else ""
+    return ", ".join(names[:_KEYS_SHOWN]) + more
 
-    Weights written by an older gandist (before StyleGAN2's FIR resampling) or with another
-    architecture setting (model.attention_resolution) land here, whether a resume, `gandist
-    sample` or `gandist eval` loads them. Works through DDP and compile wrappers (by prefix).
+
+class GuardedWeights(nn.Module):
+    """A network whose strict `load_state_dict` refuses, in one ConfigError line, weights whose
+    tensor names differ from its own (torch raises a RuntimeError of many lines).
+
+    Weights written by an older gandist (StyleGAN2 before FIR resampling) or with another
+    architecture setting (model.attention_resolution) meet it whether a resume, the EMA,
+    `gandist sample` or `gandist eval` loads them: each loads into the unwrapped network.
     """
-    what = f"model.name={family} {type(module).__name__}"
 
-    def check(
-        module: nn.Module,
-        state_dict: dict[str, torch.Tensor],
-        prefix: str,
-        local_metadata: dict,
-        strict: bool,
-        missing_keys: list[str],
-        unexpected_keys: list[str],
-        error_msgs: list[str],
-    ) -> None:
-        if not strict:
-            return
-        given = {k[len(prefix) :] for k in state_dict if k.startswith(prefix)}
-        own = set(module.state_dict())
-        parts = []
-        for keys, where in ((own - given, "lack"), (given - own, "hold")):
-            if keys:
-                shown = ", ".join(sorted(keys)[:_KEYS_SHOWN])
-                more = f" and {len(keys) - _KEYS_SHOWN} more" if len(keys) > _KEYS_SHOWN else ""
-                other = "this model has" if where == "lack" else "it does not have"
-                parts.append(f"{where} {len(keys)} tensors {other} ({shown}{more})")
-        if parts:
-            raise ConfigError(
-                f"cannot load these {what} weights: they {' and '.join(parts)}. They were "
-                "written by an older gandist or with another model config (compare the "
-                "run's config.yaml); train a new run, or load them with the gandist version "
-                "and model settings that wrote them"
-            )
+    family = ""  # model.name, for the message
 
-    module.register_load_state_dict_pre_hook(check)
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        if strict:
+            given, own = set(state_dict), set(self.state_dict())
+            parts = []
+            if own - given:
+                parts.append(
+                    f"lack {len(own - given)} tensors this model has ({_shown(own - given)})"
+                )
+            if given - own:
+                parts.append(
+                    f"hold {len(given - own)} tensors it does not have ({_shown(given - own)})"
+                )
+            if parts:
+                raise ConfigError(
+                    f"cannot load these model.name={self.family} {type(self).__name__} weights: "
+                    f"they {' and '.join(parts)}. They were written by an older gandist or with "
+                    "another model config (compare the run's config.yaml); train a new run, or "
+                    "load them with the gandist version and model settings that wrote them"
+                )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -27,7 +27,7 @@ from torch import nn
 from gandist.errors import ConfigError
 from gandist.models.config import ModelConfig
 from gandist.models.filters import conv2d_resample, setup_filter, upsample2d
-from gandist.models.layers import refuse_foreign_weights
+from gandist.models.layers import GuardedWeights
 from gandist.registry import MODELS
 
 SQRT2 = math.sqrt(2.0)
@@ -179,7 +179,9 @@ def _channels(res: int, resolution: int, width: int) -> int:
     return min(4 * width, width * resolution // res)
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(GuardedWeights):
+    family = "stylegan2"
+
     def __init__(
         self,
         latent_dim: int,
@@ -210,7 +212,6 @@ class StyleGAN2Generator(nn.Module):
         self.num_ws = len(self.convs) + 1
         self.register_buffer("pl_mean", torch.zeros([]))
         self.register_buffer("resample_filter", setup_filter())  # up-samples the RGB skip sum
-        refuse_foreign_weights(self, "stylegan2")
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, latent_dim] -> ws [B, num_ws, w_dim] (the same w broadcast to every layer)."""
@@ -272,7 +273,9 @@ def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
     return torch.cat([x, y], dim=1)
 
 
-class StyleGAN2Discriminator(nn.Module):
+class StyleGAN2Discriminator(GuardedWeights):
+    family = "stylegan2"
+
     def __init__(self, width: int, resolution: int, channels: int) -> None:
         super().__init__()
         resolutions = [2**i for i in range(int(math.log2(resolution)), 2, -1)]  # res, ..., 8
@@ -289,7 +292,6 @@ class StyleGAN2Discriminator(nn.Module):
         self.final_conv = EqualConv2d(ch + 1, ch, 3)
         self.fc = EqualLinear(ch * 16, ch)
         self.out = EqualLinear(ch, 1)
-        refuse_foreign_weights(self, "stylegan2")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = self.blocks(_lrelu(self.from_rgb(images)))  # [B, ch, 4, 4]
