@@ -91,11 +91,24 @@ class AdversarialGAN(Algorithm):
         return self.runtime.batch_per_rank * self.runtime.world_size * self.cfg.train.n_critic
 
     def optimizers(self) -> dict[str, OptimizerSpec]:
-        optim = self.cfg.optim
-        betas = tuple(optim.betas)
+        """Adam for G and for D; a network with a lazy penalty gets StyleGAN2's correction.
+
+        StyleGAN2 (Appendix B, `training_loop.py`) regularises every k-th minibatch and scales
+        Adam to c = k / (k + 1): lr * c, betas ** c. So `optim.*_lr` and `optim.betas` mean what
+        they mean in the paper's configs; the rate Adam runs at is the logged `train/lr_g`,
+        `train/lr_d` (D with lazy R1 every 16 steps: 16/17 of optim.d_lr; G with path length
+        every 4: 4/5 of optim.g_lr). A penalty on every step (k = 1) is not lazy: no change.
+        """
+        optim, reg = self.cfg.optim, self.cfg.reg
+
+        def spec(network: str, lr: float, lazy_every: int) -> OptimizerSpec:
+            ratio = lazy_every / (lazy_every + 1) if lazy_every > 1 else 1.0
+            beta1, beta2 = optim.betas
+            return OptimizerSpec((network,), lr * ratio, (beta1**ratio, beta2**ratio))
+
         return {
-            "g": OptimizerSpec((G,), optim.g_lr, betas),
-            "d": OptimizerSpec((D,), optim.d_lr, betas),
+            "g": spec(G, optim.g_lr, reg.pl_every if reg.pl_weight > 0 else 1),
+            "d": spec(D, optim.d_lr, reg.r1_every if reg.r1_gamma > 0 else 1),
         }
 
     def phases(self, step: int) -> list[Phase]:
