@@ -26,7 +26,7 @@ from gandist.models.cyclegan import (
 )
 from gandist.schedules import lr_multiplier
 from gandist.training.algorithm import Runtime
-from gandist.training.config import Config, load_config
+from gandist.training.config import Config, config_warnings, load_config
 from gandist.training.cyclegan import CycleGAN, translation_grid
 from gandist.training.image_pool import ImagePool
 from tests.conftest import gandist_cli, run
@@ -154,6 +154,25 @@ def test_linear_schedule_holds_the_rate_then_decays_to_zero() -> None:
     assert rates[75] == pytest.approx(0.5)
     assert rates[100] == 0.0
     assert lr_multiplier(50, "linear", 0, 100) == pytest.approx(0.5)  # no hold: as before
+
+
+def test_a_decay_that_starts_at_or_after_the_last_step_warns_naming_both_keys() -> None:
+    def warnings(*overrides: str) -> list[str]:
+        cfg = load_config("configs/cyclegan.yaml", ["data.shards=a", "data.shards_b=b", *overrides])
+        return [w for w in config_warnings(cfg) if "decay_after_steps" in w]
+
+    (warning,) = warnings("train.steps=1200", "optim.decay_after_steps=1500")
+    assert "optim.decay_after_steps=1500" in warning and "train.steps=1200" in warning
+    assert "never starts" in warning
+    (warning,) = warnings(
+        "train.steps=1200", "optim.decay_after_steps=1100", "optim.warmup_steps=100"
+    )
+    assert "optim.warmup_steps=100" in warning
+    assert len(warnings("train.steps=1200", "optim.decay_after_steps=1200")) == 1
+    # A decay that starts before the end, or a schedule without a decay: nothing to say.
+    assert warnings("train.steps=1200", "optim.decay_after_steps=1199") == []
+    assert warnings("train.steps=1200", "optim.decay_after_steps=600") == []
+    assert warnings("optim.lr_schedule=constant", "optim.decay_after_steps=5000") == []
 
 
 def test_translation_grid_puts_one_input_per_row() -> None:
