@@ -457,6 +457,27 @@ def test_translation_evaluator_scores_both_directions_cycle_and_kept_classes(
         assert values[f"eval/class_kept{suffix}"] == pytest.approx(expected)
 
 
+def test_bench_families_times_cyclegan_counting_a_batch_of_each_domain(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from gandist.bench.families import DEFAULT_CONFIGS, worker
+
+    assert "configs/cyclegan.yaml" in DEFAULT_CONFIGS
+    tiny = ["train.batch_size=2", "model.g_width=4", "model.d_width=4", "model.res_blocks=1"]
+    # One process, so no process group: the table comes from this process.
+    args = ["--steps", "2", "--warmup", "0", "--configs", "configs/cyclegan.yaml"]
+    worker([*args, "--overrides", *tiny])
+    lines = capsys.readouterr().out.splitlines()
+    (row,) = [line.split() for line in lines if line.startswith("cyclegan ")]
+    _, model, _, batch, d_phases, step_s, g_per_s, d_per_s = row
+    assert (model, int(batch), int(d_phases)) == ("cyclegan", 2, 1)
+    # A step reads a batch of each domain (4 real images) and translates each (4 fakes).
+    rounding = 0.0005 / float(step_s) + 0.05 / float(d_per_s) + 0.001
+    assert float(d_per_s) * float(step_s) == pytest.approx(4, rel=rounding)
+    assert float(g_per_s) == float(d_per_s)
+    assert lines[-1].startswith("cyclegan: batch per domain")
+
+
 @pytest.mark.slow
 def test_short_cpu_run_changes_the_style_and_keeps_the_class(tmp_path: Path) -> None:
     """After a short run, A -> B images take B's colours and a digit classifier still reads
