@@ -2,7 +2,8 @@
 
 Each training step is `train.n_critic` D phases, each on a fresh real batch, then one G phase.
 The D phase runs G under no_grad, so no G gradients are formed; the G phase goes through D's
-local module (not its DDP wrapper: DDP would wait for gradients a frozen D never produces).
+local module (not its DDP wrapper: DDP would wait for gradients a frozen D never produces),
+compiled on its own under train.compile (`compile_frozen`).
 Penalties differentiate the local modules with autograd.grad and are added to the phase's
 loss, so one backward carries them and DDP all-reduces the sum once.
 """
@@ -32,6 +33,7 @@ from gandist.models.layers import conv_weights
 from gandist.registry import ALGORITHMS, LOSSES, MODELS
 from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase, Runtime
 from gandist.training.config import KIND_NOUNS, Config
+from gandist.training.performance import compile_frozen
 
 G, D = "generator", "discriminator"
 # Per-class sample grids of a conditional model: the first 16 classes, 16 images each (a
@@ -124,6 +126,8 @@ class AdversarialGAN(Algorithm):
 
     def bind(self, runtime: Runtime) -> None:
         super().bind(runtime)
+        train = self.cfg.train
+        self.frozen_d = compile_frozen(self.local(D), train.compile, train.compile_backend)
         if self.ada is not None:
             self.ada.to(runtime.device)
         if self.lecam is not None:
@@ -307,7 +311,7 @@ class AdversarialGAN(Algorithm):
         latents = self._latents(batch_size)
         with self.runtime.autocast():
             fake_images = generate(self.networks[G], latents, labels)
-            fake_logits = self._critic(self.local(D), fake_images, labels)
+            fake_logits = self._critic(self.frozen_d, fake_images, labels)
             loss, metrics = self.objective.g_loss(fake_logits)
         penalty, penalty_metrics = self._g_penalties(batch_size, index)
         if self.cfg.reg.diversity_weight > 0:
