@@ -7,7 +7,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import webdataset as wds
@@ -21,6 +21,9 @@ from gandist.data.shards import redact_shards
 from gandist.data.tar import MAX_MEMBER_BYTES, tar_members
 from gandist.data.transport import BatchSlots, BatchWithReport
 from gandist.distributed import derive_seed
+
+if TYPE_CHECKING:
+    from gandist.data.config import DataConfig
 
 MODES = ("exact", "resampled")
 
@@ -107,6 +110,11 @@ class ReadLimits:
     max_member_bytes: int = MAX_MEMBER_BYTES
     read_timeout_s: float = 60.0
     read_retries: int = 2
+
+    @classmethod
+    def of(cls, cfg: DataConfig) -> ReadLimits:
+        """The limits the `data` section sets (`data.max_member_bytes`, `data.read_*`)."""
+        return cls(cfg.max_member_bytes, cfg.read_timeout_s, cfg.read_retries)
 
 
 def _open_shards(urls: Iterator[dict[str, Any]], limits: ReadLimits, handler: Callable) -> Any:
