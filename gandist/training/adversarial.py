@@ -5,6 +5,8 @@ The D phase runs G under no_grad, so no G gradients are formed; the G phase goes
 local module (not its DDP wrapper: DDP would wait for gradients a frozen D never produces).
 Penalties differentiate the local modules with autograd.grad and are added to the phase's
 loss, so one backward carries them and DDP all-reduces the sum once.
+With model.num_discriminators > 1 the D phase trains every discriminator (`training.multi_d`)
+and both phases average the objective and the D penalties over them.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from gandist.models.layers import conv_weights
 from gandist.registry import ALGORITHMS, LOSSES, MODELS
 from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase, Runtime
 from gandist.training.config import KIND_NOUNS, Config
+from gandist.training.multi_d import average, build_extra_discriminators, discriminator_names, view
 
 G, D = "generator", "discriminator"
 # Per-class sample grids of a conditional model: the first 16 classes, 16 images each (a
@@ -53,6 +56,10 @@ class AdversarialGAN(Algorithm):
             cfg.model, cfg.data.resolution, cfg.data.channels
         )
         self.networks = {G: generator, D: discriminator}
+        # Every discriminator by name, D first; the others only with model.num_discriminators > 1.
+        self.discriminators = discriminator_names(cfg.model.num_discriminators)
+        extras = build_extra_discriminators(cfg.model, cfg.data.resolution, cfg.data.channels)
+        self.networks |= dict(zip(self.discriminators[1:], extras, strict=True))
         self.objective = LOSSES.get(cfg.train.loss)
         self.augment = DiffAugment(cfg.train.augment or "")
         train = cfg.train
@@ -61,7 +68,12 @@ class AdversarialGAN(Algorithm):
             if train.ada_target > 0
             else None
         )
-        self.lecam = LogitAnchors(cfg.reg.lecam_decay) if cfg.reg.lecam_weight > 0 else None
+        # LeCam anchors per discriminator: each D's outputs have their own scale.
+        self.lecam = (
+            [LogitAnchors(cfg.reg.lecam_decay) for _ in self.discriminators]
+            if cfg.reg.lecam_weight > 0
+            else []
+        )
         self.num_classes = int(getattr(generator, "num_classes", 0))
         self.ema = (
             GeneratorEMA(generator, cfg.train.ema_half_life_images)
@@ -95,12 +107,14 @@ class AdversarialGAN(Algorithm):
         betas = tuple(optim.betas)
         return {
             "g": OptimizerSpec((G,), optim.g_lr, betas),
-            "d": OptimizerSpec((D,), optim.d_lr, betas),
+            "d": OptimizerSpec(self.discriminators, optim.d_lr, betas),
         }
 
     def phases(self, step: int) -> list[Phase]:
         n_critic = self.cfg.train.n_critic
-        critic = [Phase("d", (D,), "d", True, step * n_critic + i) for i in range(n_critic)]
+        critic = [
+            Phase("d", self.discriminators, "d", True, step * n_critic + i) for i in range(n_critic)
+        ]
         return [*critic, Phase("g", (G,), "g", False, step)]
 
     def loss(self, phase: Phase, batch: dict[str, Any] | None) -> tuple[torch.Tensor, Metrics]:
@@ -113,8 +127,8 @@ class AdversarialGAN(Algorithm):
         super().bind(runtime)
         if self.ada is not None:
             self.ada.to(runtime.device)
-        if self.lecam is not None:
-            self.lecam.to(runtime.device)
+        for anchors in self.lecam:
+            anchors.to(runtime.device)
 
     def after_update(self, phase: Phase, skipped: bool) -> None:
         if (
@@ -128,8 +142,9 @@ class AdversarialGAN(Algorithm):
         if phase.name == "d" and self.cfg.reg.weight_clip > 0:
             clip = self.cfg.reg.weight_clip
             with torch.no_grad():
-                for param in self.networks[D].parameters():
-                    param.clamp_(-clip, clip)
+                for name in self.discriminators:
+                    for param in self.networks[name].parameters():
+                        param.clamp_(-clip, clip)
         if phase.name == "g" and self.ema is not None:
             self.ema.update(self.local(G), self.runtime.batch_per_rank * self.runtime.world_size)
 
@@ -168,7 +183,7 @@ class AdversarialGAN(Algorithm):
 
     def rank_state(self) -> dict[str, Any]:
         # LeCam anchors average this rank's own logits: no collective per step.
-        return {"lecam": self.lecam} if self.lecam is not None else {}
+        return {f"lecam_{k}" if k else "lecam": anchors for k, anchors in enumerate(self.lecam)}
 
     def check_batch(self, batch: dict[str, Any]) -> None:
         if self.media not in batch:
@@ -213,15 +228,23 @@ class AdversarialGAN(Algorithm):
             return None
         return torch.randint(0, self.num_classes, (batch_size,), device=self.runtime.device)
 
-    def _critic(
-        self, discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None
-    ) -> torch.Tensor:
-        """D's logits [B] on augmented images; the same DiffAugment and ADA for real and fake."""
+    def _critics(
+        self, images: torch.Tensor, labels: torch.Tensor | None, wrapped: bool = False
+    ) -> list[torch.Tensor]:
+        """Every D's logits [B] on the images augmented once (the same DiffAugment and ADA for
+        real and fake), each D at its own scale. `wrapped`: through the DDP wrappers (the D
+        phase's own update); otherwise the local modules (frozen use and penalties)."""
         if self.augment:
             images = self.augment(images)
         if self.ada is not None:
             images = self.ada(images)
-        return discriminator(images) if labels is None else discriminator(images, labels)
+        mode = self.cfg.model.multi_d
+        logits = []
+        for k, name in enumerate(self.discriminators):
+            critic = self.networks[name] if wrapped else self.local(name)
+            seen = view(images, k, mode)
+            logits.append(critic(seen) if labels is None else critic(seen, labels))
+        return logits
 
     def _d_loss(
         self, real_images: torch.Tensor, real_labels: torch.Tensor | None, index: int
@@ -231,13 +254,22 @@ class AdversarialGAN(Algorithm):
         with torch.no_grad(), self.runtime.autocast():
             fake_images = generate(self.networks[G], self._latents(batch_size), fake_labels)
         with self.runtime.autocast():
-            real_logits = self._critic(self.networks[D], real_images, real_labels)
-            fake_logits = self._critic(self.networks[D], fake_images, fake_labels)
-            loss, metrics = self.objective.d_loss(real_logits, fake_logits)
+            real_logits = self._critics(real_images, real_labels, wrapped=True)
+            fake_logits = self._critics(fake_images, fake_labels, wrapped=True)
+            parts = [
+                self.objective.d_loss(*pair) for pair in zip(real_logits, fake_logits, strict=True)
+            ]
+            loss, metrics = average(parts)
+        metrics |= per_discriminator("d", parts)
         if self.ada is not None:
-            self.ada.observe(real_logits)
+            self.ada.observe(real_logits[0])  # the first D's overfitting drives p
             metrics |= self.ada.metrics()
-        lecam, lecam_metrics = self._lecam(real_logits, fake_logits)
+        lecam, lecam_metrics = average(
+            [
+                self._lecam(k, *pair)
+                for k, pair in enumerate(zip(real_logits, fake_logits, strict=True))
+            ]
+        )
         penalty, penalty_metrics = self._d_penalties(
             real_images, real_labels, fake_images, fake_labels, index
         )
@@ -247,13 +279,14 @@ class AdversarialGAN(Algorithm):
         return total, {"d_loss": loss.detach(), **metrics, **lecam_metrics, **penalty_metrics}
 
     def _lecam(
-        self, real_logits: torch.Tensor, fake_logits: torch.Tensor
+        self, k: int, real_logits: torch.Tensor, fake_logits: torch.Tensor
     ) -> tuple[torch.Tensor, Metrics]:
-        """The weighted LeCam penalty on this D step's logits, after moving its anchors."""
-        if self.lecam is None:
+        """D k's weighted LeCam penalty on this D step's logits, after moving its anchors."""
+        if not self.lecam:
             return torch.zeros((), device=real_logits.device), {}
-        self.lecam.update(real_logits.detach(), fake_logits.detach())
-        penalty, metrics = lecam_penalty(real_logits, fake_logits, self.lecam.real, self.lecam.fake)
+        anchors = self.lecam[k]
+        anchors.update(real_logits.detach(), fake_logits.detach())
+        penalty, metrics = lecam_penalty(real_logits, fake_logits, anchors.real, anchors.fake)
         return self.cfg.reg.lecam_weight * penalty, metrics
 
     def _d_penalties(
@@ -265,7 +298,6 @@ class AdversarialGAN(Algorithm):
         index: int,
     ) -> tuple[torch.Tensor, Metrics]:
         reg = self.cfg.reg
-        local_d = self.local(D)
         grad_scale = self.runtime.grad_scale("d")
         total = torch.zeros((), device=self.runtime.device)
         metrics: Metrics = {}
@@ -274,15 +306,15 @@ class AdversarialGAN(Algorithm):
             # see the real labels (WGAN-GP is unconditional in the paper).
             points = interpolate(real_images, fake_images)
             with self.runtime.autocast():
-                logits = self._critic(local_d, points, real_labels)
-            penalty, m = gradient_penalty(points, logits, grad_scale)
+                logits = self._critics(points, real_labels)
+            penalty, m = average([gradient_penalty(points, x, grad_scale) for x in logits])
             total = total + reg.gp_weight * penalty
             metrics |= m
         if reg.r1_gamma > 0 and index % reg.r1_every == 0:
             reals = real_images.detach().requires_grad_(True)
             with self.runtime.autocast():
-                logits = self._critic(local_d, reals, real_labels)
-            penalty, m = r1_penalty(reals, logits, grad_scale)
+                logits = self._critics(reals, real_labels)
+            penalty, m = average([r1_penalty(reals, x, grad_scale) for x in logits])
             # Lazy regularisation: every r1_every steps, r1_every times as strong.
             total = total + (reg.r1_gamma / 2) * reg.r1_every * penalty
             self._lazy_metrics |= m
@@ -294,8 +326,9 @@ class AdversarialGAN(Algorithm):
         latents = self._latents(batch_size)
         with self.runtime.autocast():
             fake_images = generate(self.networks[G], latents, labels)
-            fake_logits = self._critic(self.local(D), fake_images, labels)
-            loss, metrics = self.objective.g_loss(fake_logits)
+            parts = [self.objective.g_loss(x) for x in self._critics(fake_images, labels)]
+            loss, metrics = average(parts)
+        metrics |= per_discriminator("g", parts)
         penalty, penalty_metrics = self._g_penalties(batch_size, index)
         if self.cfg.reg.diversity_weight > 0:
             diversity, m = mode_seeking_penalty(fake_images, latents)
@@ -331,3 +364,11 @@ class AdversarialGAN(Algorithm):
             self._lazy_metrics |= m | {"pl": penalty.detach()}
         lazy = {k: v for k, v in self._lazy_metrics.items() if k in ("pl", "pl_length")}
         return total, metrics | lazy
+
+
+def per_discriminator(phase: str, parts: list[tuple[torch.Tensor, Metrics]]) -> Metrics:
+    """Each discriminator's own loss (`d1_loss`, `g1_loss`, ...) when there are several; the
+    plain `d_loss` / `g_loss` are their mean."""
+    if len(parts) == 1:
+        return {}
+    return {f"{phase}{k}_loss": loss.detach() for k, (loss, _) in enumerate(parts)}
