@@ -64,7 +64,7 @@ def test_training_logs_lecam_and_resumes_its_anchors(tmp_path: Path, glyph_shard
 
     def record(phase, batch):  # the anchors as the first resumed D step finds them
         if phase.name == "d" and not seen:
-            seen.append(algorithm.lecam.values.clone())
+            seen.append(algorithm.lecam[0].values.clone())
         return loss(phase, batch)
 
     algorithm.loss = record  # type: ignore[method-assign]

@@ -20,3 +20,17 @@ def class_coverage(predicted: torch.Tensor, num_classes: int) -> float:
     uniform = 1.0 / num_classes
     covered = (share >= uniform / 2) & (share <= uniform * 2)
     return float(covered.double().mean())
+
+
+def coverage_metrics(logits: torch.Tensor) -> dict[str, float]:
+    """What evaluation logs of generated samples' classes, from a domain classifier's logits
+    [N, K]: `eval/class_coverage` and the smallest and largest class share (a uniform
+    generator of K classes has both near 1 / K; a generator of one class has 0 and 1)."""
+    num_classes = logits.shape[1]
+    predicted = logits.argmax(dim=1)
+    share = class_histogram(predicted, num_classes)
+    return {
+        "eval/class_coverage": class_coverage(predicted, num_classes),
+        "eval/class_share_min": float(share.min()),
+        "eval/class_share_max": float(share.max()),
+    }

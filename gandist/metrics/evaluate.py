@@ -14,7 +14,9 @@ from torch import nn
 
 from gandist.data.config import DataConfig
 from gandist.metrics.config import EvalConfig
+from gandist.metrics.coverage import coverage_metrics
 from gandist.metrics.extractors import (
+    DOMAIN,
     check_extractor_kind,
     create_extractor,
     file_digest,
@@ -91,6 +93,8 @@ class Evaluator:
             prc=cfg.precision_recall,
             prc_neighborhood=cfg.prc_neighborhood,
         )
+        # A domain classifier's logits name the class of each sample: class coverage.
+        self.classifies = cfg.extractor == DOMAIN and "isc" in self.layers
         self.reference: Reference | None = None
         self.cache_hit: bool | None = None
         self.reference_s = 0.0
@@ -205,6 +209,8 @@ class Evaluator:
                     truncation=self.cfg.truncation,
                 )
                 results = score(fake, reference, self.layers, self.ranks, self.options)
+                if self.classifies:  # every rank holds every sample's logits: no collective
+                    results |= coverage_metrics(fake[self.layers["isc"]])
         finally:
             generator.train(was_training)
         results["eval/num_samples"] = num

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 from gandist.errors import require as _require
 from gandist.errors import require_finite
@@ -35,6 +36,10 @@ class ModelConfig:
     """wavegan: samples per generated clip, 16384 (1.02 s at 16 kHz) or 65536 (4.1 s, one more layer in G and D); must equal data.length."""
     phase_shuffle: int = 2
     """wavegan: D shifts each layer's activations by a random -n..n samples (reflect padding) so it cannot key on G's periodic artefacts; 0 disables it."""
+    num_discriminators: int = 1
+    """Discriminators trained against G (train.algorithm=adversarial), a remedy for mode collapse: D and G losses average over them; more than 1 is model.multi_d."""
+    multi_d: Literal["scales", "ensemble"] = "scales"
+    """With model.num_discriminators > 1: `scales` (discriminator_k sees the input average-pooled 2^k times: full, half, ... resolution; images only) or `ensemble` (every D at full resolution, each its own initialisation)."""
 
     def __post_init__(self) -> None:
         _require(
@@ -44,6 +49,10 @@ class ModelConfig:
         _require(self.latent_dim >= 1, f"model.latent_dim must be >= 1, got {self.latent_dim}")
         _require(self.g_width >= 1, f"model.g_width must be >= 1, got {self.g_width}")
         _require(self.d_width >= 1, f"model.d_width must be >= 1, got {self.d_width}")
+        _require(
+            self.num_discriminators >= 1,
+            f"model.num_discriminators must be >= 1, got {self.num_discriminators}",
+        )
         _require(self.num_classes >= 0, f"model.num_classes must be >= 0, got {self.num_classes}")
         _require(
             self.mapping_layers >= 1,

@@ -6,6 +6,8 @@ local module (not its DDP wrapper: DDP would wait for gradients a frozen D never
 compiled on its own under train.compile (`compile_frozen`).
 Penalties differentiate the local modules with autograd.grad and are added to the phase's
 loss, so one backward carries them and DDP all-reduces the sum once.
+With model.num_discriminators > 1 the D phase trains every discriminator (`training.multi_d`)
+and both phases average the objective and the D penalties over them.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from gandist.models.layers import conv_weights
 from gandist.registry import ALGORITHMS, LOSSES, MODELS
 from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase, Runtime
 from gandist.training.config import KIND_NOUNS, Config
+from gandist.training.multi_d import average, build_extra_discriminators, discriminator_names, view
 from gandist.training.performance import compile_frozen
 
 G, D = "generator", "discriminator"
@@ -55,6 +58,10 @@ class AdversarialGAN(Algorithm):
             cfg.model, cfg.data.resolution, cfg.data.channels
         )
         self.networks = {G: generator, D: discriminator}
+        # Every discriminator by name, D first; the others only with model.num_discriminators > 1.
+        self.discriminators = discriminator_names(cfg.model.num_discriminators)
+        extras = build_extra_discriminators(cfg.model, cfg.data.resolution, cfg.data.channels)
+        self.networks |= dict(zip(self.discriminators[1:], extras, strict=True))
         self.objective = LOSSES.get(cfg.train.loss)
         self.augment = DiffAugment(cfg.train.augment or "")
         train = cfg.train
@@ -63,7 +70,12 @@ class AdversarialGAN(Algorithm):
             if train.ada_target > 0
             else None
         )
-        self.lecam = LogitAnchors(cfg.reg.lecam_decay) if cfg.reg.lecam_weight > 0 else None
+        # LeCam anchors per discriminator: each D's outputs have their own scale.
+        self.lecam = (
+            [LogitAnchors(cfg.reg.lecam_decay) for _ in self.discriminators]
+            if cfg.reg.lecam_weight > 0
+            else []
+        )
         self.num_classes = int(getattr(generator, "num_classes", 0))
         self.ema = (
             GeneratorEMA(generator, cfg.train.ema_half_life_images)
@@ -103,19 +115,21 @@ class AdversarialGAN(Algorithm):
         """
         optim, reg = self.cfg.optim, self.cfg.reg
 
-        def spec(network: str, lr: float, lazy_every: int) -> OptimizerSpec:
+        def spec(networks: tuple[str, ...], lr: float, lazy_every: int) -> OptimizerSpec:
             ratio = lazy_every / (lazy_every + 1) if lazy_every > 1 else 1.0
             beta1, beta2 = optim.betas
-            return OptimizerSpec((network,), lr * ratio, (beta1**ratio, beta2**ratio))
+            return OptimizerSpec(networks, lr * ratio, (beta1**ratio, beta2**ratio))
 
         return {
-            "g": spec(G, optim.g_lr, reg.pl_every if reg.pl_weight > 0 else 1),
-            "d": spec(D, optim.d_lr, reg.r1_every if reg.r1_gamma > 0 else 1),
+            "g": spec((G,), optim.g_lr, reg.pl_every if reg.pl_weight > 0 else 1),
+            "d": spec(self.discriminators, optim.d_lr, reg.r1_every if reg.r1_gamma > 0 else 1),
         }
 
     def phases(self, step: int) -> list[Phase]:
         n_critic = self.cfg.train.n_critic
-        critic = [Phase("d", (D,), "d", True, step * n_critic + i) for i in range(n_critic)]
+        critic = [
+            Phase("d", self.discriminators, "d", True, step * n_critic + i) for i in range(n_critic)
+        ]
         return [*critic, Phase("g", (G,), "g", False, step)]
 
     def loss(self, phase: Phase, batch: dict[str, Any] | None) -> tuple[torch.Tensor, Metrics]:
@@ -130,8 +144,8 @@ class AdversarialGAN(Algorithm):
         self.frozen_d = compile_frozen(self.local(D), train.compile, train.compile_backend)
         if self.ada is not None:
             self.ada.to(runtime.device)
-        if self.lecam is not None:
-            self.lecam.to(runtime.device)
+        for anchors in self.lecam:
+            anchors.to(runtime.device)
 
     def after_update(self, phase: Phase, skipped: bool) -> None:
         if (
@@ -145,8 +159,9 @@ class AdversarialGAN(Algorithm):
         if phase.name == "d" and self.cfg.reg.weight_clip > 0:
             clip = self.cfg.reg.weight_clip
             with torch.no_grad():
-                for param in self.networks[D].parameters():
-                    param.clamp_(-clip, clip)
+                for name in self.discriminators:
+                    for param in self.networks[name].parameters():
+                        param.clamp_(-clip, clip)
         if phase.name == "g" and self.ema is not None:
             self.ema.update(self.local(G), self.runtime.batch_per_rank * self.runtime.world_size)
 
@@ -185,7 +200,7 @@ class AdversarialGAN(Algorithm):
 
     def rank_state(self) -> dict[str, Any]:
         # LeCam anchors average this rank's own logits: no collective per step.
-        return {"lecam": self.lecam} if self.lecam is not None else {}
+        return {f"lecam_{k}" if k else "lecam": anchors for k, anchors in enumerate(self.lecam)}
 
     def check_batch(self, batch: dict[str, Any]) -> None:
         if self.media not in batch:
@@ -230,15 +245,30 @@ class AdversarialGAN(Algorithm):
             return None
         return torch.randint(0, self.num_classes, (batch_size,), device=self.runtime.device)
 
-    def _critic(
-        self, discriminator: nn.Module, images: torch.Tensor, labels: torch.Tensor | None
-    ) -> torch.Tensor:
-        """D's logits [B] on augmented images; the same DiffAugment and ADA for real and fake."""
+    def _critics(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        wrapped: bool = False,
+        frozen: bool = False,
+    ) -> list[torch.Tensor]:
+        """Every D's logits [B] on the images augmented once (the same DiffAugment and ADA for
+        real and fake), each D at its own scale. `wrapped`: through the DDP wrappers (the D
+        phase's own update); otherwise the local modules (penalties). `frozen` (the G phase):
+        the first D through its compiled frozen module (`compile_frozen`)."""
         if self.augment:
             images = self.augment(images)
         if self.ada is not None:
             images = self.ada(images)
-        return discriminator(images) if labels is None else discriminator(images, labels)
+        mode = self.cfg.model.multi_d
+        logits = []
+        for k, name in enumerate(self.discriminators):
+            critic = self.networks[name] if wrapped else self.local(name)
+            if frozen and name == D:
+                critic = self.frozen_d
+            seen = view(images, k, mode)
+            logits.append(critic(seen) if labels is None else critic(seen, labels))
+        return logits
 
     def _d_loss(
         self, real_images: torch.Tensor, real_labels: torch.Tensor | None, index: int
@@ -248,13 +278,22 @@ class AdversarialGAN(Algorithm):
         with torch.no_grad(), self.runtime.autocast():
             fake_images = generate(self.networks[G], self._latents(batch_size), fake_labels)
         with self.runtime.autocast():
-            real_logits = self._critic(self.networks[D], real_images, real_labels)
-            fake_logits = self._critic(self.networks[D], fake_images, fake_labels)
-            loss, metrics = self.objective.d_loss(real_logits, fake_logits)
+            real_logits = self._critics(real_images, real_labels, wrapped=True)
+            fake_logits = self._critics(fake_images, fake_labels, wrapped=True)
+            parts = [
+                self.objective.d_loss(*pair) for pair in zip(real_logits, fake_logits, strict=True)
+            ]
+            loss, metrics = average(parts)
+        metrics |= per_discriminator("d", parts)
         if self.ada is not None:
-            self.ada.observe(real_logits)
+            self.ada.observe(real_logits[0])  # the first D's overfitting drives p
             metrics |= self.ada.metrics()
-        lecam, lecam_metrics = self._lecam(real_logits, fake_logits)
+        lecam, lecam_metrics = average(
+            [
+                self._lecam(k, *pair)
+                for k, pair in enumerate(zip(real_logits, fake_logits, strict=True))
+            ]
+        )
         penalty, penalty_metrics = self._d_penalties(
             real_images, real_labels, fake_images, fake_labels, index
         )
@@ -264,13 +303,14 @@ class AdversarialGAN(Algorithm):
         return total, {"d_loss": loss.detach(), **metrics, **lecam_metrics, **penalty_metrics}
 
     def _lecam(
-        self, real_logits: torch.Tensor, fake_logits: torch.Tensor
+        self, k: int, real_logits: torch.Tensor, fake_logits: torch.Tensor
     ) -> tuple[torch.Tensor, Metrics]:
-        """The weighted LeCam penalty on this D step's logits, after moving its anchors."""
-        if self.lecam is None:
+        """D k's weighted LeCam penalty on this D step's logits, after moving its anchors."""
+        if not self.lecam:
             return torch.zeros((), device=real_logits.device), {}
-        self.lecam.update(real_logits.detach(), fake_logits.detach())
-        penalty, metrics = lecam_penalty(real_logits, fake_logits, self.lecam.real, self.lecam.fake)
+        anchors = self.lecam[k]
+        anchors.update(real_logits.detach(), fake_logits.detach())
+        penalty, metrics = lecam_penalty(real_logits, fake_logits, anchors.real, anchors.fake)
         return self.cfg.reg.lecam_weight * penalty, metrics
 
     def _d_penalties(
@@ -282,7 +322,6 @@ class AdversarialGAN(Algorithm):
         index: int,
     ) -> tuple[torch.Tensor, Metrics]:
         reg = self.cfg.reg
-        local_d = self.local(D)
         grad_scale = self.runtime.grad_scale("d")
         total = torch.zeros((), device=self.runtime.device)
         metrics: Metrics = {}
@@ -291,15 +330,15 @@ class AdversarialGAN(Algorithm):
             # see the real labels (WGAN-GP is unconditional in the paper).
             points = interpolate(real_images, fake_images)
             with self.runtime.autocast():
-                logits = self._critic(local_d, points, real_labels)
-            penalty, m = gradient_penalty(points, logits, grad_scale)
+                logits = self._critics(points, real_labels)
+            penalty, m = average([gradient_penalty(points, x, grad_scale) for x in logits])
             total = total + reg.gp_weight * penalty
             metrics |= m
         if reg.r1_gamma > 0 and index % reg.r1_every == 0:
             reals = real_images.detach().requires_grad_(True)
             with self.runtime.autocast():
-                logits = self._critic(local_d, reals, real_labels)
-            penalty, m = r1_penalty(reals, logits, grad_scale)
+                logits = self._critics(reals, real_labels)
+            penalty, m = average([r1_penalty(reals, x, grad_scale) for x in logits])
             # Lazy regularisation: every r1_every steps, r1_every times as strong.
             total = total + (reg.r1_gamma / 2) * reg.r1_every * penalty
             self._lazy_metrics |= m
@@ -311,8 +350,10 @@ class AdversarialGAN(Algorithm):
         latents = self._latents(batch_size)
         with self.runtime.autocast():
             fake_images = generate(self.networks[G], latents, labels)
-            fake_logits = self._critic(self.frozen_d, fake_images, labels)
-            loss, metrics = self.objective.g_loss(fake_logits)
+            critics = self._critics(fake_images, labels, frozen=True)
+            parts = [self.objective.g_loss(x) for x in critics]
+            loss, metrics = average(parts)
+        metrics |= per_discriminator("g", parts)
         penalty, penalty_metrics = self._g_penalties(batch_size, index)
         if self.cfg.reg.diversity_weight > 0:
             diversity, m = mode_seeking_penalty(fake_images, latents)
@@ -348,3 +389,11 @@ class AdversarialGAN(Algorithm):
             self._lazy_metrics |= m | {"pl": penalty.detach()}
         lazy = {k: v for k, v in self._lazy_metrics.items() if k in ("pl", "pl_length")}
         return total, metrics | lazy
+
+
+def per_discriminator(phase: str, parts: list[tuple[torch.Tensor, Metrics]]) -> Metrics:
+    """Each discriminator's own loss (`d1_loss`, `g1_loss`, ...) when there are several; the
+    plain `d_loss` / `g_loss` are their mean."""
+    if len(parts) == 1:
+        return {}
+    return {f"{phase}{k}_loss": loss.detach() for k, (loss, _) in enumerate(parts)}

@@ -321,6 +321,9 @@ def check_names(cfg: Config) -> None:
     validate = getattr(family, "validate", None)
     if validate is not None:
         validate(cfg.model, cfg.data.resolution, cfg.data.channels)
+    from gandist.training.multi_d import check_multi_d
+
+    check_multi_d(cfg.model, cfg.data, cfg.train.algorithm)
 
 
 KIND_NOUNS = {"image": "images", "audio": "audio"}
