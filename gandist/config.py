@@ -31,10 +31,18 @@ def merge_layers(
         path = Path(path)
         require(path.is_file(), f"config file not found: {path}")
         try:
-            layers.append(OmegaConf.load(path))
+            loaded = OmegaConf.load(path)
         except (YAMLError, OmegaConfBaseException) as err:
             detail = " ".join(str(err).split())
             raise ConfigError(f"cannot parse {path}: {detail}") from None
+        except OSError as err:  # OmegaConf's answer to a file holding one scalar
+            raise ConfigError(f"cannot read {path}: {err}") from None
+        require(
+            isinstance(loaded, DictConfig),
+            f"{path} holds a list; a config file maps sections to keys (e.g. `train:` and an "
+            "indented `steps: 100` below it)",
+        )
+        layers.append(loaded)
     for item in overrides:
         require("=" in item, f"override {item!r} must look like key=value (e.g. train.steps=100)")
     for item in overrides:

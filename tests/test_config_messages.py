@@ -97,3 +97,18 @@ def test_an_empty_key_is_named() -> None:
     for item in ("=3", "train..steps=1"):
         with pytest.raises(ConfigError, match="has an empty key"):
             load_config(None, [item])
+
+
+def test_a_config_file_that_holds_a_list_or_a_scalar_is_one_line(tmp_path: Path) -> None:
+    listed, scalar = tmp_path / "listed.yaml", tmp_path / "scalar.yaml"
+    listed.write_text("- train\n- steps: 3\n")
+    scalar.write_text("3\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(listed)
+    assert str(caught.value) == (
+        f"{listed} holds a list; a config file maps sections to keys (e.g. `train:` and an "
+        "indented `steps: 100` below it)"
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(scalar)
+    assert str(caught.value) == f"cannot read {scalar}: Invalid loaded object type: int"

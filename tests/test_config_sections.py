@@ -164,8 +164,9 @@ def test_every_bound_itself_loads() -> None:
 def test_eval_is_enabled_by_steps_or_by_images_and_never_by_both() -> None:
     assert not EvalConfig().enabled
     assert EvalConfig(every=1).enabled and EvalConfig(every_images=1).enabled
-    assert message(["eval.every=5", "eval.every_images=64"]) == (
-        "eval.every=5 and eval.every_images=64 are both set; "
+    assert load_config(None, ["eval.every=1", "eval.every_images=0"]).eval.enabled
+    assert message(["eval.every=1", "eval.every_images=64"]) == (
+        "eval.every=1 and eval.every_images=64 are both set; "
         "evaluate by steps or by images: set the other one to 0"
     )
 
