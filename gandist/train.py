@@ -102,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
     except run_errors() as err:
         print(f"gandist: error: {err}", file=sys.stderr)
         return 1
+    except ConfigError as err:  # found on resume: a checkpoint this config cannot load
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
     if progress.step < cfg.train.steps:  # stopped on request and saved: only the exit is left
         ignore_stop_signals()
     return 0

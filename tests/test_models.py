@@ -209,3 +209,31 @@ def test_weights_of_an_older_stylegan2_are_refused_in_one_line(tmp_path) -> None
         load_checkpoint(tmp_path, 0, {"generator": generator}, {})
     assert "\n" not in str(err.value)
     generator.load_state_dict(generator.state_dict())  # its own weights load
+
+
+def test_resuming_an_older_stylegan2_run_ends_in_one_line_not_a_traceback(
+    tmp_path, glyph_shards, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from accelerate.state import AcceleratorState
+
+    from gandist import checkpoint, rundir, train
+    from tests.conftest import tiny_overrides
+
+    run_dir = tmp_path / "run"
+    tiny = {"model.mapping_layers": 2, "train.steps": 2, "tracking.wandb": False}
+    args = ["configs/stylegan2.yaml", *tiny_overrides(run_dir, glyph_shards, **tiny)]
+    assert train.main(args) == 0
+    # Make its checkpoint what an older gandist wrote: no FIR filters in the networks.
+    state_file = rundir.latest_checkpoint(run_dir) / checkpoint.SHARED_FILE
+    state = torch.load(state_file, weights_only=True)
+    for key, value in state.items():
+        if key.startswith("network/") or key == "ema":
+            state[key] = {k: v for k, v in value.items() if "resample_filter" not in k}
+    torch.save(state, state_file)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    capsys.readouterr()
+    assert train.main([*args, "train.steps=4", "resume=latest"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.startswith("gandist: error: cannot load these model.name=stylegan2 StyleGAN2")
+    assert err.count("\n") == 1 and "resample_filter" in err
