@@ -52,6 +52,7 @@ def cyclegan_overrides(run_dir: Path, domains: Path, **extra: object) -> list[st
         "model.d_width": 4, "model.res_blocks": 1, "train.steps": 4, "train.batch_size": 4,
         "train.log_every": 2, "train.sample_every": 2, "train.num_samples": 3,
         "train.checkpoint_every": 2, "train.progress_bar": False, "tracking.wandb": False,
+        "optim.decay_after_steps": 2,  # the config's hold (600) would outlast these short runs
     }  # fmt: skip
     values.update(extra)
     return [f"{k}={v}" for k, v in values.items()]
@@ -504,7 +505,7 @@ def test_short_cpu_run_changes_the_style_and_keeps_the_class(tmp_path: Path) -> 
                 "model.g_width": 8, "model.d_width": 8, "model.res_blocks": 2,
                 "train.steps": 150, "train.batch_size": 8, "train.log_every": 50,
                 "train.sample_every": 150, "train.checkpoint_every": 150,
-                "optim.g_lr": 1e-3, "optim.d_lr": 1e-3,
+                "optim.g_lr": 1e-3, "optim.d_lr": 1e-3, "optim.lr_schedule": "constant",
             },
         ),
     )  # fmt: skip
