@@ -24,8 +24,17 @@ mkdir -p "$out"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} WANDB_MODE=offline WANDB_SILENT=true
 
 "$python" - <<'EOF'
+import importlib.util
+import sys
+
 import torch
-assert torch.cuda.is_available(), "launch/gpu_check.sh needs a CUDA device"
+
+if not torch.cuda.is_available():
+    sys.exit("gpu_check: needs a CUDA device; torch sees none")
+needed = ("accelerate", "omegaconf", "wandb", "webdataset", "torch_fidelity", "soundfile", "pytest")
+missing = [name for name in needed if importlib.util.find_spec(name) is None]
+if missing:  # fail in one line now, not with a traceback minutes in
+    sys.exit(f"gpu_check: missing Python packages {missing}: install gandist's dependencies first")
 print(f"torch {torch.__version__} on {torch.cuda.get_device_name()}", flush=True)
 EOF
 
