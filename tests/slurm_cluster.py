@@ -18,6 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PACKAGES = ["slurmctld", "slurmd", "slurm-client", "munge"]
+GRACE_TIME_S = 60
+"""Preemption grace of the default partition `debug` (a job of partition `urgent` preempts)."""
+KILL_WAIT_S = 10
 DAEMONS = ["munged", "slurmctld", "slurmd", "sbatch", "scontrol", "sinfo", "scancel"]
 
 
@@ -183,7 +186,7 @@ def _start_daemons(cluster: Cluster, cpus: int) -> None:
                 "SelectTypeParameters=CR_Core",
                 "ReturnToService=2",
                 "MpiDefault=none",
-                "KillWait=10",
+                f"KillWait={KILL_WAIT_S}",
                 "MinJobAge=600",
                 "InactiveLimit=0",
                 f"StateSaveLocation={root / 'state'}",
@@ -193,7 +196,14 @@ def _start_daemons(cluster: Cluster, cpus: int) -> None:
                 f"SlurmctldLogFile={root / 'slurmctld.log'}",
                 f"SlurmdLogFile={root / 'slurmd.log'}",
                 f"NodeName={node} CPUs={cpus} RealMemory=2000 State=UNKNOWN",
-                f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP",
+                # Preemption as on shared clusters: a job of a higher PriorityTier partition
+                # takes the CPUs of a `debug` job, which gets SIGTERM at once, SIGTERM and then
+                # SIGKILL (KillWait later) once its GraceTime is over, and is requeued.
+                "PreemptType=preempt/partition_prio",
+                "PreemptMode=REQUEUE",
+                f"PartitionName=debug Nodes={node} Default=YES MaxTime=INFINITE State=UP "
+                f"PriorityTier=1 GraceTime={GRACE_TIME_S}",
+                f"PartitionName=urgent Nodes={node} MaxTime=INFINITE State=UP PriorityTier=2",
                 "",
             ]
         )
@@ -210,8 +220,9 @@ def _start_daemons(cluster: Cluster, cpus: int) -> None:
 
     deadline = time.monotonic() + 30
     while True:
-        state = cluster.command("sinfo", "-h", "-N", "-o", "%T", check=False).strip()
-        if state in ("idle", "mixed", "allocated"):
+        # One line per partition the node is in.
+        state = cluster.command("sinfo", "-h", "-N", "-o", "%T", check=False).split()
+        if state and set(state) <= {"idle", "mixed", "allocated"}:
             return
         if time.monotonic() > deadline:
             raise RuntimeError(f"the Slurm node never became idle (state {state!r})")

@@ -14,7 +14,7 @@ from accelerate.utils import DistributedType
 
 from tests import wandb_log
 from tests.conftest import ROOT, subprocess_env, tiny_overrides
-from tests.slurm_cluster import Cluster, SlurmUnavailable, start_cluster
+from tests.slurm_cluster import GRACE_TIME_S, Cluster, SlurmUnavailable, start_cluster
 
 pytestmark = pytest.mark.dist
 
@@ -237,3 +237,67 @@ def rundir_checkpoints(run_dir: Path) -> list[Path]:
     from gandist import rundir
 
     return rundir.complete_checkpoints(run_dir)
+
+
+@pytest.mark.slow
+def test_preemption_with_a_grace_time_checkpoints_within_it_and_the_requeued_job_resumes(
+    cluster: Cluster, tmp_path: Path, glyph_shards: Path
+) -> None:
+    """A job of the higher-tier partition `urgent` preempts the training job (PreemptMode=
+    REQUEUE, GraceTime on `debug`): Slurm sends SIGTERM to every process of the job's step,
+    SIGKILL after the grace, and requeues the job. A second TERM arrives while the ranks are on
+    their way to the checkpoint. The ranks save at an agreed step well within the grace, the job
+    ends by itself, and the requeued job resumes from that checkpoint to the end."""
+    run_dir, log = tmp_path / "run", tmp_path / "job.out"
+    overrides = tiny_overrides(
+        run_dir, glyph_shards,
+        **{"train.steps": STOP_RUN_STEPS, "train.checkpoint_every": 1000, "train.sample_every": 1000,
+           "train.stop_check_every": 2, "data.num_workers": 1, "tracking.wandb": False},
+    )  # fmt: skip
+    job = submit(
+        cluster, "--cpus-per-task=2", f"--output={log}", "slurm/train.sbatch",
+        "configs/dcgan.yaml", *overrides,
+    )  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not read_metrics(run_dir):
+        assert time.monotonic() < deadline, f"training never logged\n{log.read_text()[-6000:]}"
+        assert not finished(cluster.jobs(job)), log.read_text()[-6000:]
+        time.sleep(0.2)
+
+    preempted_at = time.time()
+    urgent = submit(
+        cluster, "--partition=urgent", "--cpus-per-task=1", f"--output={tmp_path}/urgent.out",
+        "--wrap", "sleep 1",
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while "SIGTERM received: checkpointing" not in log.read_text():
+        assert time.monotonic() < deadline, f"no SIGTERM reached a rank\n{cluster.logs()}"
+        time.sleep(0.05)
+    # Slurm's second TERM comes at the grace's end; send one now, during the stop and save.
+    cluster.command("scancel", "--signal=TERM", job)
+
+    (state,) = wait_for(
+        cluster, job,
+        lambda s: s[0]["JobState"] == "PENDING" and s[0]["Restarts"] == "1",
+        "requeued after its preemption", log,
+    )  # fmt: skip
+    ended_in_s = time.time() - preempted_at
+    assert ended_in_s < GRACE_TIME_S, f"the job was killed at the grace's end\n{cluster.logs()}"
+    (stopped,) = rundir_checkpoints(run_dir)
+    stop_step = int(stopped.name.removeprefix("step-"))
+    assert 0 < stop_step < STOP_RUN_STEPS and stop_step % 2 == 0, log.read_text()[-6000:]
+    assert len(list(stopped.glob("rank-*.pt"))) == 2
+    assert (stopped / "COMPLETE").stat().st_mtime - preempted_at < GRACE_TIME_S
+    text = log.read_text()
+    assert "already stopping" in text  # the second TERM was received, and only logged
+    assert "killed by signal" not in text and "Traceback" not in text, text[-6000:]
+    wait_for(cluster, urgent, finished, "finished (the preemptor)")
+
+    # Skip the requeue delay, as in the USR1 test; the requeued job resumes and finishes.
+    time.sleep(2)
+    cluster.command("scontrol", "update", f"JobId={job}", "StartTime=now")
+    (state,) = wait_for(cluster, job, finished, "finished after its requeue", log)
+    assert state["JobState"] == "COMPLETED", log.read_text()[-6000:]
+    assert json.loads((run_dir / "run.json").read_text())["resumed_at_step"] == stop_step
+    assert [r["step"] for r in read_metrics(run_dir)] == list(range(2, STOP_RUN_STEPS + 1, 2))
+    assert f"job {job} (restart 1)" in log.read_text()

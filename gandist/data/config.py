@@ -46,9 +46,9 @@ class DataConfig:
     timeout_s: float = 600.0
     """Seconds the training process waits for a batch from its data workers before it stops with an error naming the stuck stream (num_workers >= 1)."""
     read_timeout_s: float = 60.0
-    """http(s) shards: seconds without a byte before a read is retried (from where it stopped); after read_retries the shard is skipped as bad data."""
+    """http(s) and `pipe:` shards: seconds without a byte before a read is retried (http from where it stopped; a command is killed and started again); after read_retries the shard is skipped as bad data."""
     read_retries: int = 2
-    """http(s) shards: retries of a stalled or failed read before the shard is skipped."""
+    """http(s) and `pipe:` shards: retries of a stalled (http: or failed) read before the shard is skipped."""
 
     def __post_init__(self) -> None:
         require_finite(self, "data")

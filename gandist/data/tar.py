@@ -249,13 +249,7 @@ def tar_members(
             size = _pax_size(pax["size"])
         if kind == b"S":
             raise TarHeaderError(f"{_text(header[:100])!r}: GNU sparse members are not supported")
-        data = b""
-        without_file += BLOCK + (0 if kind in NO_DATA else -(-size // BLOCK) * BLOCK)
-        if without_file > MAX_BYTES_WITHOUT_FILE:
-            raise EndlessShardError(
-                f"{without_file} bytes of tar entries without a file (directories, links, "
-                f"headers), over the limit of {MAX_BYTES_WITHOUT_FILE}"
-            )
+        data, is_file = b"", False
         if kind not in NO_DATA:
             limit = (
                 min(MAX_EXTENSION_BYTES, max_member_bytes)
@@ -297,9 +291,15 @@ def tar_members(
                         prefix = _text(header[345:500])
                         name = f"{prefix}/{name}" if prefix else name
                 if not (kind == b"\0" and name.endswith("/")):  # old-style directory
-                    without_file = 0
+                    is_file = True
                     yield name, data
             pax, long_name = dict(pax_global), None
+        without_file = 0 if is_file else without_file + BLOCK + -(-len(data) // BLOCK) * BLOCK
+        if without_file > MAX_BYTES_WITHOUT_FILE:
+            raise EndlessShardError(
+                f"{without_file} bytes of tar entries without a file (directories, links, "
+                f"headers), over the limit of {MAX_BYTES_WITHOUT_FILE}"
+            )
         header = read(BLOCK)
     # The end-of-archive marker is two zero blocks; a writer pads the archive on to a whole
     # record with more zeros. Read that too, so a `pipe:` command is never cut off mid-write,
