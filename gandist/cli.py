@@ -330,6 +330,25 @@ def cmd_bench_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_logging(args: argparse.Namespace) -> int:
+    from gandist.bench.logging_cost import bench_logging
+
+    try:
+        bench_logging(
+            args.config,
+            args.overrides,
+            steps=args.steps,
+            rounds=args.rounds,
+            log_every=args.log_every,
+            num_processes=args.num_processes,
+            wandb=args.wandb,
+        )
+    except ValueError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_bench_audio(args: argparse.Namespace) -> int:
     from gandist.bench.audio import bench_audio
 
@@ -619,6 +638,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", choices=("memory", "stream"), default="memory",
                    help="memory: the same decoded batches for both loops; stream: both read the shards")  # fmt: skip
     p.set_defaults(func=cmd_bench_train)
+    p = bench_sub.add_parser(
+        "logging", help="time per step logging every train.log_every steps against only at the end"
+    )
+    p.add_argument("config", nargs="?", default="configs/mlp.yaml")
+    p.add_argument("overrides", nargs="*")
+    p.add_argument("--steps", type=int, default=200, help="steps per run")
+    p.add_argument("--rounds", type=int, default=3, help="alternating pairs of runs")
+    p.add_argument("--log-every", type=int, default=None,
+                   help="the logging run's interval (default: the config's train.log_every)")  # fmt: skip
+    p.add_argument("--num-processes", type=int, default=1,
+                   help="ranks (more than 1: `gandist train` subprocesses, 1 thread a rank)")  # fmt: skip
+    p.add_argument("--wandb", action="store_true", help="also log to wandb (offline)")
+    p.set_defaults(func=cmd_bench_logging)
     p = bench_sub.add_parser(
         "audio", help="seconds of audio generated per second: N ranks against a plain loop"
     )

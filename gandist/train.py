@@ -21,6 +21,7 @@ from gandist.preemption import ignore_stop_signals
 from gandist.rundir import latest_checkpoint, resolve_resume
 from gandist.training.config import Config, load_config
 from gandist.training.preflight import preflight_data
+from gandist.training.run_record import keep_credentials_private
 
 
 def preflight(cfg: Config, world_size: int | None = None) -> None:
@@ -88,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     try:
         cfg = load_config(argv[0], argv[1:])
+        keep_credentials_private(cfg)  # before any file of the run is written
         preflight(cfg)
     except ConfigError as err:
         print(f"gandist: error: {err}", file=sys.stderr)

@@ -17,17 +17,29 @@ MUTVENV=${MUTMUT_VENV:-$ROOT/.mutvenv}
 OUT=${OUT:-$ROOT/mutation-report}
 MUTMUT_VERSION=3.8.1
 
+CONFIG_TESTS="tests/test_config.py tests/test_config_messages.py tests/test_config_sections.py \
+tests/test_readme.py::test_config_reference_is_generated_from_the_dataclasses_and_linked \
+tests/test_readme_features.py::test_gandist_config_prints_the_resolved_config_and_the_reference"
+CONFIG_LEFT_OUT="tests/test_config.py::test_train_entry_exits_2_on_typo_before_any_process_group \
+tests/test_config.py::test_preflight_rejects_uneven_batch_missing_shards_and_cpu_fp16 \
+tests/test_config.py::test_existing_run_needs_resume_or_a_new_output_dir"
+
 # module -> "file to mutate | mutant name patterns ('' = all) | its unit tests | tests left out"
 declare -A MODULES=(
   [losses]="gandist/losses.py||tests/test_losses.py tests/test_training_parts.py|"
   [augment]="gandist/augment.py||tests/test_training_parts.py|"
   [ema]="gandist/ema.py||tests/test_training_parts.py|"
   [schedules]="gandist/schedules.py||tests/test_training_parts.py|"
-  # The loader and its messages (not the sections' own checks). Left out: the tests that start
-  # a training process or a Trainer, which take seconds per mutant and test other modules too.
-  [config]="gandist/config.py|gandist.config.x_merge_layers__mutmut_* gandist.config.x_to_object__mutmut_* gandist.config.x__section_fields__mutmut_* gandist.config.x__section_given_a_scalar__mutmut_* gandist.config.x__unknown_key_message__mutmut_* gandist.config.x__validation_message__mutmut_*|tests/test_config.py tests/test_config_messages.py tests/test_training_parts.py tests/test_readme_features.py::test_gandist_config_prints_the_resolved_config_and_the_reference|tests/test_config.py::test_train_entry_exits_2_on_typo_before_any_process_group tests/test_config.py::test_preflight_rejects_uneven_batch_missing_shards_and_cpu_fp16 tests/test_config.py::test_existing_run_needs_resume_or_a_new_output_dir"
+  # The loader, its messages and the reference table, then each section's own checks and the
+  # cross-section name checks (gandist/training/config.py). Left out: the tests that start a
+  # training process or a Trainer, which take seconds per mutant and test other modules too.
+  [config]="gandist/config.py||$CONFIG_TESTS|$CONFIG_LEFT_OUT"
+  [data-config]="gandist/data/config.py||$CONFIG_TESTS|$CONFIG_LEFT_OUT"
+  [models-config]="gandist/models/config.py||$CONFIG_TESTS|$CONFIG_LEFT_OUT"
+  [metrics-config]="gandist/metrics/config.py||$CONFIG_TESTS|$CONFIG_LEFT_OUT"
+  [training-config]="gandist/training/config.py||$CONFIG_TESTS|$CONFIG_LEFT_OUT"
 )
-ORDER=(losses augment ema schedules config)
+ORDER=(losses augment ema schedules config data-config models-config metrics-config training-config)
 
 if [ $# -gt 0 ]; then ORDER=("$@"); fi
 for name in "${ORDER[@]}"; do
@@ -57,13 +69,14 @@ for name in "${ORDER[@]}"; do
   IFS='|' read -r file names tests left_out <<< "${MODULES[$name]}"
   work="$scratch/$name"
   mkdir -p "$work"
-  tar -C "$ROOT" -cf - gandist tests configs pyproject.toml README.md | tar -C "$work" -xf -
+  tar -C "$ROOT" -cf - gandist tests configs docs pyproject.toml README.md | tar -C "$work" -xf -
   {
     echo "[mutmut]"
     echo "source_paths=gandist"
     echo "only_mutate=$file"
     echo "also_copy="
     echo "    configs"
+    echo "    docs"
     echo "    README.md"
     echo "pytest_add_cli_args="
     echo "    -p"

@@ -30,6 +30,28 @@ def test_bench_train_prints_both_loops_and_their_ratio(
     assert "trainer / plain = " in out
 
 
+def test_bench_logging_times_the_same_run_logging_often_and_only_at_the_end(
+    tmp_path: Path, glyph_shards: Path, capsys: pytest.CaptureFixture
+) -> None:
+    overrides = [
+        o
+        for o in tiny_overrides(tmp_path / "unused", glyph_shards)
+        if not o.startswith(("output_dir", "train."))
+    ]
+    args = ["bench", "logging", "configs/dcgan.yaml", *overrides, "train.batch_size=8"]
+    assert cli.main([*args, "--steps", "6", "--rounds", "1", "--log-every", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    result = json.loads(lines[-1])
+    # The logging run logs at steps 2, 4 and 6; the quiet one only at its last step.
+    assert result["log_rows"] == {"default": 3, "quiet": 1}
+    assert sum(line.startswith("  round ") for line in lines) == 1
+    fast, slow = result["ms_per_step"]["quiet"], result["ms_per_step"]["default"]
+    assert fast > 0 and result["ratio"] == pytest.approx(slow / fast)
+    assert result["ms_per_log_step"] == pytest.approx((slow - fast) * 6 / 2)
+    assert f"time with logging / without = {result['ratio']:.3f}" in lines[-2]
+    assert cli.main([*args, "--steps", "6", "--log-every", "6"]) == 2  # nothing to compare
+
+
 def test_bench_data_prints_stream_against_plain_for_each_worker_count_and_transport(
     glyph_shards: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -109,6 +131,7 @@ def test_bench_fid_scores_torch_fidelity_and_the_sharded_path_with_inception(
         assert 0 < float(fid) < float("inf")
 
 
+@pytest.mark.slow
 @pytest.mark.dist
 def test_bench_audio_prints_audio_seconds_per_second_of_both(
     tmp_path: Path, capsys: pytest.CaptureFixture
@@ -141,13 +164,17 @@ def test_bench_gpu_runs_each_variant_against_the_plain_loop_and_writes_the_table
     ]
     out = tmp_path / "bench.json"
     argv = ["bench", "gpu", "configs/dcgan.yaml", "--set", *overrides]
-    argv += ["--variants", "fp32", "fp32+cl", "--steps", "12", "--out", str(out)]
+    argv += ["--variants", "fp32", "bf16+cl+stream", "--steps", "12", "--out", str(out)]
     assert cli.main(argv) == 0
     rows = json.loads(out.read_text())
-    assert [r["variant"] for r in rows] == ["plain fp32 loop", "gandist fp32", "gandist fp32+cl"]
+    assert [r["variant"] for r in rows] == [
+        "plain fp32 loop", "gandist fp32", "gandist bf16+cl+stream",
+    ]  # fmt: skip
     assert all(r["images_per_s"] > 0 for r in rows)
     fp32 = rows[1]["images_per_s"]
     assert rows[2]["x_gandist_fp32"] == round(rows[2]["images_per_s"] / fp32, 2)
     assert rows[0]["x_plain"] == 1.0
-    assert "gandist fp32+cl" in capsys.readouterr().out
+    # Batches from memory cost no wait; the streamed run decodes in-process (num_workers=0).
+    assert rows[1]["data_wait_share"] < 0.05 < rows[2]["data_wait_share"] < 1
+    assert "gandist bf16+cl+stream" in capsys.readouterr().out
     assert cli.main(["bench", "gpu", "--variants", "fp16+magic"]) == 2

@@ -18,7 +18,7 @@ from PIL import Image
 from gandist import cli
 from gandist.metrics.domain import ImageClassifier, save_classifier
 from gandist.metrics.extractors import DOMAIN
-from gandist.runs.compare import PALETTE, find_runs, load_run, shared_curves
+from gandist.runs.compare import PALETTE, find_runs, left_out, load_run, shared_curves
 from gandist.training.config import load_config
 from gandist.training.trainer import Trainer
 from tests.conftest import tiny_overrides
@@ -60,7 +60,7 @@ def _table(output: str) -> tuple[list[str], dict[str, list[str]]]:
     header = re.split(r"\s{2,}", lines[0].strip())
     rows = {}
     for line in lines[2:]:
-        if line.startswith("wrote "):
+        if line.startswith(("wrote ", "left out")):
             continue
         cells = re.split(r"\s{2,}", line.strip())
         rows[cells[0]] = cells
@@ -113,6 +113,67 @@ def test_compare_takes_a_sweep_folder_or_a_glob_and_every_axis(
     assert cli.main(["compare", str(tmp_path / "nothing-here")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "is not a run directory" in err[0]
+
+
+@pytest.fixture(scope="module")
+def audio_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real 4-step WaveGAN run (WGAN-GP, no evaluation) on synthetic tones."""
+    tmp = tmp_path_factory.mktemp("audio")
+    tones = tmp / "tones"
+    synth = ["data", "synth", "tones", "--out", str(tones), "--num", "8", "--shard-size", "4"]
+    assert cli.main([*synth, "--workers", "1", "--quiet"]) == 0
+    overrides = [
+        f"output_dir={tmp / 'tones-run'}", f"data.shards={tones}", "data.num_workers=0",
+        "data.shuffle_buffer=4", "model.latent_dim=8", "model.g_width=2", "model.d_width=2",
+        "train.batch_size=4", "train.n_critic=1", "train.steps=4", "train.log_every=2",
+        "train.sample_every=4", "train.checkpoint_every=4", "train.num_samples=2",
+        "train.progress_bar=false", "tracking.wandb=false",
+    ]  # fmt: skip
+    Trainer(load_config("configs/wavegan.yaml", overrides)).train()
+    return tmp / "tones-run"
+
+
+def test_an_image_run_and_an_audio_run_compare_on_what_both_logged_and_name_the_rest(
+    sweep: Path, audio_run: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    image_run = sweep / "lr-small"
+    png, page = tmp_path / "mixed.png", tmp_path / "mixed.html"
+    argv = ["compare", str(image_run), str(audio_run), "--out", str(png), "--html", str(page)]
+    assert cli.main(argv) == 0
+    output = capsys.readouterr().out
+    header, rows = _table(output)
+    image, audio = (
+        dict(zip(header, rows[name], strict=True)) for name in ("lr-small", "tones-run")
+    )
+    assert (image["family"], image["kind"], audio["family"], audio["kind"]) == (
+        "dcgan", "image", "wavegan", "audio",
+    )  # fmt: skip
+    # Only the image run evaluated: no FID or evaluation-share column for one run alone.
+    assert not {"final FID", "best FID", "eval share"} & set(header)
+    assert (image["steps"], audio["steps"]) == ("6", "4")
+    assert (image["images seen"], audio["images seen"]) == ("48", "16")
+    assert "data.kind" in header and "model.name" in header
+
+    runs = [load_run(image_run), load_run(audio_run)]
+    assert shared_curves(runs) == ["train/d_loss", "train/g_loss"]
+    (note,) = [line for line in output.splitlines() if line.startswith("left out")]
+    assert note.startswith("left out, not logged by every run: ")
+    only_image, only_audio = (
+        {k for k, names in left_out(runs).items() if names == [name]}
+        for name in ("lr-small", "tones-run")
+    )
+    assert {"eval/fid", "eval/kid"} <= only_image and "train/gp" in only_audio
+    assert "train/d_loss" not in only_image | only_audio
+    assert f"{', '.join(sorted(only_audio))} (only tones-run)" in note
+    assert "eval/fid" in note.split("(only lr-small)")[0]
+    pixels = np.asarray(Image.open(png).convert("RGB"))[40:]
+    assert all(np.all(pixels == PALETTE[i], axis=-1).sum() > 100 for i in range(2))
+    # The page names what was left out and has a player per clip of the audio run.
+    text = page.read_text()
+    assert "train/gp" in text.split("id='left-out'>")[1].split("</p>")[0]
+    clips = sorted(p.relative_to(audio_run) for p in audio_run.glob("samples/step-*/clip-*.wav"))
+    assert [str(p) for p in clips] == [f"samples/step-00000004/clip-00{i}.wav" for i in (0, 1)]
+    assert text.count("<audio controls src='data:audio/wav;base64,") == 2
 
 
 BROWSERS = ("chromium-headless-shell", "chromium", "chromium-browser", "google-chrome")

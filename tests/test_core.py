@@ -227,6 +227,7 @@ def test_a_resumed_run_trains_with_the_learning_rates_it_was_given(
     assert "g_lr: 0.001" in (latest / rundir.CONFIG_FILE).read_text()
 
 
+@pytest.mark.slow
 @pytest.mark.dist
 def test_stop_and_resume_is_bit_exact_on_two_ranks(tmp_path: Path, glyph_shards: Path) -> None:
     script = Path(__file__).parent / "scripts" / "resume_exact_two_ranks.py"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from gandist.data.unpaired import UnpairedStream
 from gandist.errors import ConfigError
 from gandist.models.config import ModelConfig
 from gandist.models.cyclegan import (
@@ -22,8 +25,9 @@ from gandist.models.cyclegan import (
     build,
 )
 from gandist.schedules import lr_multiplier
-from gandist.training.config import load_config
-from gandist.training.cyclegan import translation_grid
+from gandist.training.algorithm import Runtime
+from gandist.training.config import Config, config_warnings, load_config
+from gandist.training.cyclegan import CycleGAN, translation_grid
 from gandist.training.image_pool import ImagePool
 from tests.conftest import gandist_cli, run
 
@@ -150,6 +154,25 @@ def test_linear_schedule_holds_the_rate_then_decays_to_zero() -> None:
     assert rates[75] == pytest.approx(0.5)
     assert rates[100] == 0.0
     assert lr_multiplier(50, "linear", 0, 100) == pytest.approx(0.5)  # no hold: as before
+
+
+def test_a_decay_that_starts_at_or_after_the_last_step_warns_naming_both_keys() -> None:
+    def warnings(*overrides: str) -> list[str]:
+        cfg = load_config("configs/cyclegan.yaml", ["data.shards=a", "data.shards_b=b", *overrides])
+        return [w for w in config_warnings(cfg) if "decay_after_steps" in w]
+
+    (warning,) = warnings("train.steps=1200", "optim.decay_after_steps=1500")
+    assert "optim.decay_after_steps=1500" in warning and "train.steps=1200" in warning
+    assert "never starts" in warning
+    (warning,) = warnings(
+        "train.steps=1200", "optim.decay_after_steps=1100", "optim.warmup_steps=100"
+    )
+    assert "optim.warmup_steps=100" in warning
+    assert len(warnings("train.steps=1200", "optim.decay_after_steps=1200")) == 1
+    # A decay that starts before the end, or a schedule without a decay: nothing to say.
+    assert warnings("train.steps=1200", "optim.decay_after_steps=1199") == []
+    assert warnings("train.steps=1200", "optim.decay_after_steps=600") == []
+    assert warnings("optim.lr_schedule=constant", "optim.decay_after_steps=5000") == []
 
 
 def test_translation_grid_puts_one_input_per_row() -> None:
@@ -326,6 +349,66 @@ def test_two_rank_cyclegan_stop_and_resume_is_bit_exact_in_both_streams(
     assert reports[0]["pool_d_a"] != reports[1]["pool_d_a"]
 
 
+def _bound_cyclegan(cfg: Config, device: torch.device) -> CycleGAN:
+    algorithm = CycleGAN(cfg)
+    algorithm.bind(
+        Runtime(
+            device=device, world_size=1, batch_per_rank=4, autocast=contextlib.nullcontext,
+            unwrap=lambda module: module, grad_scale=lambda name: 1.0,
+        )
+    )  # fmt: skip
+    return algorithm
+
+
+@pytest.mark.parametrize("device", ["cuda", "cpu"])
+def test_both_domain_streams_take_the_runs_device_and_pin_only_on_cuda(
+    tmp_path: Path, glyph_domains: Path, monkeypatch: pytest.MonkeyPatch, device: str
+) -> None:
+    # No CUDA is needed to see what each domain's loader is asked for: a fake build_loader
+    # records it. (tests/test_gpu.py checks on a GPU that a pinned stream gives the CPU values.)
+    import gandist.data.loader as loader
+
+    asked: dict[str, bool] = {}
+
+    def fake_build_loader(cfg: Any, **kwargs: Any) -> list[dict[str, Any]]:
+        asked[Path(cfg.shards).name] = kwargs["pinned_images"]
+        return []
+
+    monkeypatch.setattr(loader, "build_loader", fake_build_loader)
+    cfg = load_config("configs/cyclegan.yaml", cyclegan_overrides(tmp_path, glyph_domains))
+    stream = _bound_cyclegan(cfg, torch.device(device)).build_stream(
+        batch_size=4, rank=0, world_size=1, seed=0, reduce_sum=lambda t: t
+    )
+    assert isinstance(stream, UnpairedStream)
+    expected = torch.device(device) if device == "cuda" else None
+    assert stream.a.device == stream.b.device == expected
+    stream.a._build_loader()
+    stream.b._build_loader()
+    assert asked == {"a": device == "cuda", "b": device == "cuda"}
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_unpaired_stream_gives_both_domains_on_the_gpu_equal_to_the_cpu_stream(
+    glyph_domains: Path,
+) -> None:
+    from gandist.data.config import DataConfig
+
+    cfg = DataConfig(
+        shards=str(glyph_domains / "a"), shards_b=str(glyph_domains / "b"), num_workers=0,
+        shuffle_buffer=16,
+    )  # fmt: skip
+    common = {"batch_size": 4, "rank": 0, "world_size": 1, "seed": 3}
+    on_cpu = UnpairedStream(cfg, **common)
+    on_gpu = UnpairedStream(cfg, **common, device=torch.device("cuda"))
+    for _ in range(3):
+        expected, batch = on_cpu.next_batch(), on_gpu.next_batch()
+        for domain in ("a", "b"):
+            assert batch[domain]["image"].device.type == "cuda"
+            assert torch.equal(batch[domain]["image"].cpu(), expected[domain]["image"])
+    assert on_gpu.state_dict() == on_cpu.state_dict()
+
+
 # ---- evaluation ----------------------------------------------------------------------------
 
 
@@ -372,6 +455,27 @@ def test_translation_evaluator_scores_both_directions_cycle_and_kept_classes(
             predicted = classifier(images.flip(1))[1].argmax(1)
         expected = float((predicted == labels).float().mean())
         assert values[f"eval/class_kept{suffix}"] == pytest.approx(expected)
+
+
+def test_bench_families_times_cyclegan_counting_a_batch_of_each_domain(
+    capsys: pytest.CaptureFixture,
+) -> None:
+    from gandist.bench.families import DEFAULT_CONFIGS, worker
+
+    assert "configs/cyclegan.yaml" in DEFAULT_CONFIGS
+    tiny = ["train.batch_size=2", "model.g_width=4", "model.d_width=4", "model.res_blocks=1"]
+    # One process, so no process group: the table comes from this process.
+    args = ["--steps", "2", "--warmup", "0", "--configs", "configs/cyclegan.yaml"]
+    worker([*args, "--overrides", *tiny])
+    lines = capsys.readouterr().out.splitlines()
+    (row,) = [line.split() for line in lines if line.startswith("cyclegan ")]
+    _, model, _, batch, d_phases, step_s, g_per_s, d_per_s = row
+    assert (model, int(batch), int(d_phases)) == ("cyclegan", 2, 1)
+    # A step reads a batch of each domain (4 real images) and translates each (4 fakes).
+    rounding = 0.0005 / float(step_s) + 0.05 / float(d_per_s) + 0.001
+    assert float(d_per_s) * float(step_s) == pytest.approx(4, rel=rounding)
+    assert float(g_per_s) == float(d_per_s)
+    assert lines[-1].startswith("cyclegan: batch per domain")
 
 
 @pytest.mark.slow

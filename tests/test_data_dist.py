@@ -29,6 +29,7 @@ def broken_shard(path: Path, num: int) -> None:
             writer.write({"__key__": f"broken{i:03d}", "png": b"\x89PNG\r\n\x1a\nnope", "cls": 1})
 
 
+@pytest.mark.slow
 def test_too_much_bad_data_stops_both_ranks_at_the_same_step_with_a_clear_error(
     tmp_path: Path, glyph_shards: Path
 ) -> None:

@@ -56,6 +56,7 @@ def test_torchrun_two_ranks_train_one_model_and_write_the_run(
     assert wandb_log.run_file(run_dir).stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_gandist_train_launches_two_ranks_and_resumes_them(
     tmp_path: Path, glyph_shards: Path
 ) -> None:
@@ -87,7 +88,12 @@ LOSE_A_RANK = Path(__file__).parent / "scripts" / "lose_a_rank.py"
 
 
 @pytest.mark.parametrize(
-    ("victim", "signal_name"), [(1, "SIGKILL"), (0, "SIGKILL"), (1, "SIGSTOP")]
+    ("victim", "signal_name"),
+    [
+        (1, "SIGKILL"),
+        pytest.param(0, "SIGKILL", marks=pytest.mark.slow),
+        pytest.param(1, "SIGSTOP", marks=pytest.mark.slow),
+    ],
 )
 def test_the_rank_left_names_the_lost_rank_within_the_timeout(
     tmp_path: Path, victim: int, signal_name: str
@@ -142,6 +148,7 @@ def test_the_rank_left_names_the_lost_rank_within_the_timeout(
         assert elapsed < timeout_s, elapsed
 
 
+@pytest.mark.slow
 def test_a_training_rank_killed_mid_run_is_named_and_resume_continues_from_the_last_checkpoint(
     tmp_path: Path, glyph_shards: Path
 ) -> None:

@@ -153,3 +153,38 @@ def test_the_training_stream_applies_the_configured_pixel_and_member_caps(tmp_pa
     skipped = {key: reason for _, key, reason in stream.counts.drain()}
     assert "image too large: 4096x4096" in skipped["bomb"], skipped
     assert "MemberTooLargeError" in skipped[""], skipped  # the shard, from the huge member on
+
+
+def test_evaluation_reads_real_data_with_the_runs_data_caps(tmp_path) -> None:
+    """Evaluation (during training and `gandist eval`) reads its real samples through
+    `SampleFormat.of(cfg.data)`: a cap set in `data.*` changes what it accepts, and the
+    reference statistics are keyed by it."""
+    import webdataset as wds
+
+    from gandist.data.config import DataConfig
+    from gandist.metrics.sharded import Ranks, SampleFormat, real_samples
+
+    small = encoded_png(Image.new("RGB", (8, 8), "green"))
+    large = encoded_png(Image.new("RGB", (48, 48), "red"))
+    with wds.TarWriter(str(tmp_path / "a.tar")) as writer:
+        writer.write({"__key__": "ok0", "png": small, "cls": 0})
+        writer.write({"__key__": "large", "png": large, "cls": 0})
+        writer.write({"__key__": "ok1", "png": small, "cls": 0})
+        writer.write({"__key__": "padded", "png": small + bytes(40 << 10), "cls": 0})
+        writer.write({"__key__": "late", "png": small, "cls": 0})
+
+    def accepted(**caps: int) -> tuple[int, list[str]]:
+        cfg = DataConfig(shards=str(tmp_path / "a.tar"), resolution=8, **caps)
+        _, samples, handler = real_samples(cfg.shards, SampleFormat.of(cfg), 10, Ranks(0, 1, "cpu"))
+        return len(list(samples)), [str(s) for s in handler.drain()]
+
+    assert accepted() == (5, [])  # the defaults take every sample
+    count, skipped = accepted(max_image_pixels=32 * 32)
+    assert count == 4 and len(skipped) == 1 and "image too large: 48x48" in skipped[0]
+    count, skipped = accepted(max_member_bytes=32 << 10)
+    assert count == 3 and "MemberTooLargeError" in skipped[0]  # the shard ends at `padded`
+
+    default = SampleFormat.of(DataConfig(resolution=8)).key()
+    capped = SampleFormat.of(DataConfig(resolution=8, max_image_pixels=32 * 32)).key()
+    assert default == {"kind": "image", "resolution": 8, "channels": 3}  # old caches still hit
+    assert capped == default | {"max_image_pixels": 32 * 32}

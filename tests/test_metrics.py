@@ -398,6 +398,7 @@ def test_http_shards_key_on_url_and_what_a_head_request_tells(tmp_path: Path) ->
         server.server_close()
 
 
+@pytest.mark.slow
 def test_training_evaluates_by_images_logs_keeps_best_and_gandist_eval_matches_on_1_and_2_ranks(
     tmp_path: Path, glyph_shards: Path, random_extractor: Path, capsys: pytest.CaptureFixture
 ) -> None:

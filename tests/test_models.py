@@ -151,3 +151,61 @@ def test_sample_class_labels() -> None:
     assert class_labels(dcgan, 4, None) is None
     with pytest.raises(ValueError, match="unconditional"):
         class_labels(dcgan, 4, 1)
+
+
+def test_stylegan2_up_convolution_is_fir_upsampling_then_the_modulated_conv() -> None:
+    from gandist.models.filters import downsample2d, setup_filter, upsample2d
+    from gandist.models.stylegan2 import EqualConv2d, ModulatedConv2d
+
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(4, 5, 3, w_dim=8, demodulate=False, up=2)
+    with torch.no_grad():  # every style 1: the modulated conv is a plain conv
+        conv.affine.weight.zero_()
+    x = torch.randn(2, 4, 6, 6)
+    out = conv(x, torch.randn(2, 8))
+    weight = conv.weight * conv.weight_gain
+    direct = torch.nn.functional.conv2d(upsample2d(x, setup_filter()), weight, padding=1)
+    assert out.shape == direct.shape == (2, 5, 12, 12)
+    assert torch.allclose(out[..., 2:-2, 2:-2], direct[..., 2:-2, 2:-2], atol=1e-5)
+    # D's down-sampling conv: the conv, then FIR low-pass and decimation.
+    down = EqualConv2d(4, 5, 3, down=2)
+    with torch.no_grad():
+        down.bias.normal_()
+        out = down(x)
+        direct = downsample2d(
+            torch.nn.functional.conv2d(x, down.weight * down.weight_gain, padding=1), setup_filter()
+        )
+    assert torch.allclose(out[..., 1:-1, 1:-1], direct[..., 1:-1, 1:-1] + down.bias[:, None, None])
+
+
+def test_stylegan2_resamples_with_the_fir_filter_in_every_resampling_layer() -> None:
+    from gandist.models.filters import setup_filter
+
+    cfg = ModelConfig(name="stylegan2", latent_dim=8, g_width=4, d_width=4, mapping_layers=2)
+    generator, discriminator = _build(cfg, 32, 3)
+    g_filters = [k for k in generator.state_dict() if k.endswith("resample_filter")]
+    d_filters = [k for k in discriminator.state_dict() if k.endswith("resample_filter")]
+    # 8, 16, 32 px: three up-sampling convs and the RGB skip; D: two per halving block (3).
+    assert len(g_filters) == 4 and len(d_filters) == 6
+    for key in g_filters:
+        assert torch.equal(generator.state_dict()[key], setup_filter())
+    assert not any(
+        isinstance(m, torch.nn.Upsample | torch.nn.AvgPool2d) for m in generator.modules()
+    )
+
+
+def test_weights_of_an_older_stylegan2_are_refused_in_one_line(tmp_path) -> None:
+    from gandist.checkpoint import load_checkpoint
+
+    cfg = ModelConfig(name="stylegan2", latent_dim=8, g_width=4, d_width=4, mapping_layers=2)
+    generator, _ = _build(cfg, 16, 3)
+    # Before FIR resampling, StyleGAN2's weights held no resample_filter buffers.
+    older = {k: v for k, v in generator.state_dict().items() if "resample_filter" not in k}
+    with pytest.raises(ConfigError, match=r"lack 3 tensors .*resample_filter.* older gandist"):
+        generator.load_state_dict(older)
+    # The same one line when a resume loads them as a checkpoint component.
+    torch.save({"format": {}, "generator": older}, tmp_path / "state.pt")
+    with pytest.raises(ConfigError, match="lack 3 tensors .*resample_filter") as err:
+        load_checkpoint(tmp_path, 0, {"generator": generator}, {})
+    assert "\n" not in str(err.value)
+    generator.load_state_dict(generator.state_dict())  # its own weights load

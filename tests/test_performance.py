@@ -1,5 +1,6 @@
-"""The speed settings on CPU: torch.compile inside the Trainer (penalties kept eager),
-channels_last networks, the Adam kernel choice; checkpoints keep one format throughout."""
+"""The speed settings on CPU: torch.compile inside the Trainer (penalties kept eager, the G
+phase's frozen D compiled), channels_last networks, the Adam kernel choice; checkpoints keep one
+format throughout."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def saved_state(run_dir: Path) -> dict[str, torch.Tensor]:
     return torch.load(path / checkpoint.SHARED_FILE, weights_only=True)
 
 
-def test_compiled_training_keeps_penalties_eager_saves_the_same_format_and_resumes(
+def test_compiled_training_matches_eager_keeps_penalties_eager_saves_the_same_format_and_resumes(
     tmp_path: Path, glyph_shards: Path
 ) -> None:
     compiled = {"train.compile": True, "train.compile_backend": "aot_eager"}
@@ -69,6 +70,11 @@ def test_compiled_training_keeps_penalties_eager_saves_the_same_format_and_resum
     for key in ("network/generator", "network/discriminator"):
         assert compiled_state[key].keys() == eager_state[key].keys()  # no `_orig_mod.` prefix
         assert not any("_orig_mod" in k or "module." in k for k in compiled_state[key])
+        # The same training: 4 steps of D and G phases, compiled or not, agree within rounding.
+        for name, tensor in compiled_state[key].items():
+            torch.testing.assert_close(
+                tensor, eager_state[key][name], rtol=1e-4, atol=1e-5, msg=f"{key}.{name}"
+            )
 
     # Resumes (compiled again) and trains on from the saved step.
     resumed = Trainer(
@@ -80,6 +86,47 @@ def test_compiled_training_keeps_penalties_eager_saves_the_same_format_and_resum
     assert resumed.train().step == 6
     weights = saved_state(run_dir)["network/generator"]
     assert all(torch.isfinite(v).all() for v in weights.values())
+
+
+def autograd_nodes(loss: torch.Tensor) -> set[str]:
+    """The names of every node in `loss`'s backward graph."""
+    names, seen, todo = set(), set(), [loss.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(node.name())
+        todo.extend(child for child, _ in node.next_functions)
+    return names
+
+
+def test_the_g_phase_goes_through_a_compiled_frozen_discriminator(
+    tmp_path: Path, glyph_shards: Path
+) -> None:
+    torch._dynamo.reset()  # no graph cached by an earlier test's networks of the same classes
+    compiled = {"train.compile": True, "train.compile_backend": "aot_eager"}
+    trainer = Trainer(load_config(None, overrides(tmp_path / "run", glyph_shards, **compiled)))
+    algorithm = trainer.algorithm
+    local_d = algorithm.local("discriminator")
+    assert isinstance(algorithm.frozen_d, torch._dynamo.eval_frame.OptimizedModule)
+    assert algorithm.frozen_d._orig_mod is local_d  # the same weights DDP trains in the D phase
+    (g_phase,) = [p for p in algorithm.phases(0) if p.name == "g"]
+    torch._dynamo.utils.counters.clear()
+    with algorithm.trainable(g_phase):
+        loss, _ = algorithm.loss(g_phase, None)
+        nodes = autograd_nodes(loss)
+        # G and D both ran as compiled graphs: no eager convolution or matmul is left to
+        # differentiate (an eager D would add its ConvolutionBackward0 nodes).
+        assert "CompiledFunctionBackward" in nodes
+        assert not {n for n in nodes if n.startswith(("Convolution", "Addmm", "Mm"))}, nodes
+        loss.backward()
+    # One graph captured for G and one for the frozen D, neither split by a graph break.
+    assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == 2
+    assert not torch._dynamo.utils.counters["graph_break"]
+    # The frozen D's graph differentiated the images alone; G received its gradients.
+    assert all(p.grad is None for p in local_d.parameters())
+    assert all(p.grad is not None for p in algorithm.local("generator").parameters())
 
 
 def test_channels_last_converts_the_convolutional_networks_and_trains_like_contiguous(
@@ -113,6 +160,7 @@ def test_adam_uses_foreach_on_cpu_and_the_trainer_builds_it_so(
         assert updater.torch_optimizer.defaults["foreach"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.dist
 def test_two_gloo_ranks_train_compiled_ddp_to_identical_weights(
     tmp_path: Path, glyph_shards: Path

@@ -3,6 +3,7 @@ logs, reports or saved files: `redact_shards` and the messages that name shards.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -82,3 +83,40 @@ def test_a_training_run_records_and_logs_its_shards_without_their_secrets(
     for path in run_dir.rglob("*"):  # only config.yaml keeps the spec as given (to rerun it)
         if path.is_file() and path.name != "config.yaml":
             assert b"s3cr3t" not in path.read_bytes(), path
+    # ...and, like every file of a run with credentials, only its owner may read it.
+    configs = [run_dir / "config.yaml", *run_dir.glob("checkpoints/step-*/config.yaml")]
+    assert len(configs) > 1 and all(b"s3cr3t" in p.read_bytes() for p in configs)
+    assert {oct(p.stat().st_mode & 0o777) for p in configs} == {"0o600"}
+    assert oct(run_dir.stat().st_mode & 0o777) == "0o700"
+    assert all(p.stat().st_mode & 0o077 == 0 for p in run_dir.rglob("*")), "a file others may read"
+
+
+def test_an_earlier_run_directory_is_closed_when_credentials_arrive(tmp_path: Path) -> None:
+    """A run first launched on plain shards, resumed with credentials: its directory and the
+    config.yaml files about to hold them stop being readable by others."""
+    from gandist.training.config import load_config
+    from gandist.training.run_record import keep_credentials_private
+    from tests.conftest import ROOT
+
+    dcgan = str(ROOT / "configs/dcgan.yaml")
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints/step-00000002").mkdir(parents=True, mode=0o755)
+    for path in (run_dir / "config.yaml", run_dir / "checkpoints/step-00000002/config.yaml"):
+        path.write_text("data: {}\n")
+        path.chmod(0o644)
+    run_dir.chmod(0o755)
+    plain = load_config(dcgan, [f"output_dir={run_dir}", "data.shards=/d/a.tar"])
+    old_umask = os.umask(0o022)
+    try:
+        assert keep_credentials_private(plain) is False
+        assert os.umask(0o022) == 0o022 and oct(run_dir.stat().st_mode & 0o777) == "0o755"
+        secret = load_config(
+            dcgan,
+            [f"output_dir={run_dir}", "data.shards=pipe:API_TOKEN=s3cr3t cat /d/a.tar"],
+        )
+        assert keep_credentials_private(secret) is True
+        assert os.umask(0o022) == 0o077
+    finally:
+        os.umask(old_umask)
+    assert oct(run_dir.stat().st_mode & 0o777) == "0o700"
+    assert {oct(p.stat().st_mode & 0o777) for p in run_dir.rglob("config.yaml")} == {"0o600"}

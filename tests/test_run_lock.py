@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from gandist import rundir
 from tests.conftest import ROOT, gandist_cli, run, subprocess_env, tiny_overrides
 from tests.test_preemption import logged_steps, wait_until
@@ -38,6 +40,7 @@ except RunLockedError as err:
 """
 
 
+@pytest.mark.slow
 def test_a_second_job_on_a_run_directory_refuses_and_a_dead_jobs_lock_is_taken_over(
     tmp_path: Path, glyph_shards: Path
 ) -> None:

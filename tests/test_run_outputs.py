@@ -226,6 +226,7 @@ print(json.dumps(sorted(m for m, v in sys.modules.items() if m.startswith("gandi
 """
 
 
+@pytest.mark.slow
 def test_export_round_trip_gives_the_same_images_everywhere(
     conditional_run: tuple[Path, subprocess.CompletedProcess], tmp_path: Path
 ) -> None:

@@ -4,6 +4,7 @@ data (read timeout), and a data worker that stops producing ends the run with on
 from __future__ import annotations
 
 import http.server
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -127,3 +128,69 @@ def test_a_data_worker_that_stops_producing_ends_the_run_with_one_clear_error(
     assert message.startswith("rank 0: no batch from its data workers in 2 s (data.timeout_s)")
     assert "API_TOKEN=***" in message and "s3cr3t" not in message
     assert elapsed < 2 + 15, elapsed  # worker start-up, then the timeout: never the 20 s sleep
+
+
+ENDLESS_WRITER = """
+import sys, tarfile
+def header(name, kind, size=0):
+    info = tarfile.TarInfo(name)
+    info.type, info.size = kind, size
+    return info.tobuf(format=tarfile.USTAR_FORMAT)
+out = sys.stdout.buffer
+if sys.argv[1] == "headers":  # one directory entry, over and over: never a file
+    block = header("d/", tarfile.DIRTYPE) * 2048
+    while True:
+        out.write(block)
+for i in range(10**12):  # "members": files of one sample, never its end
+    out.write(header(f"s.{i}", tarfile.REGTYPE, 3) + b"abc" + bytes(509))
+"""
+
+
+@pytest.mark.parametrize(
+    ("writer", "num_workers", "reason"),
+    [
+        ("sleep 1000", 0, "ShardReadError: pipe read stalled at byte 0: no data for 1 s"),
+        ("sleep 1000", 1, "ShardReadError: pipe read stalled at byte 0: no data for 1 s"),
+        ("headers", 0, "EndlessShardError: 1049088 bytes of tar entries without a file"),
+        ("headers", 1, "EndlessShardError: 1049088 bytes of tar entries without a file"),
+        ("members", 0, "EndlessShardError: more than 1024 members in a row for sample 's'"),
+    ],
+)
+def test_a_pipe_shard_that_hangs_or_never_ends_is_skipped_as_bad_data_in_bounded_time(
+    tmp_path: Path,
+    glyph_shards: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    writer: str,
+    num_workers: int,
+    reason: str,
+) -> None:
+    """A `pipe:` command that stops sending (`sleep`), or that writes forever without an end of
+    archive (`yes`-like: the same tar header, or files of one sample, without end), ends in one
+    named, counted skip within the read timeout and the reader's bounds, in the training process
+    (num_workers=0) as in a worker; the good shard beside it is read in full."""
+    from gandist.data import tar
+
+    monkeypatch.setattr(tar, "MAX_BYTES_WITHOUT_FILE", 1 << 20)  # 16 MiB takes longer to write
+    script = tmp_path / "endless.py"
+    script.write_text(ENDLESS_WRITER)
+    command = writer if writer.startswith("sleep") else f"{sys.executable} {script} {writer}"
+    good = sorted(glyph_shards.glob("*.tar"))[0]
+    cfg = DataConfig(
+        shards=f"pipe:{command}::{good}", num_workers=num_workers, shuffle_buffer=0,
+        read_timeout_s=1, read_retries=1, timeout_s=60,
+    )  # fmt: skip
+    # Seed 0 reads the pipe first in epoch 0 (`epoch_shares`), then the good shard.
+    stream = DataStream(cfg, batch_size=4, rank=0, world_size=1, seed=0)
+    start = time.monotonic()
+    # (The good shard's last batch would read on into the next epoch, which starts with the pipe.)
+    keys = [key for _ in range(GLYPHS_PER_SHARD // 4 - 1) for key in stream.next_batch()["key"]]
+    elapsed = time.monotonic() - start
+    assert len(set(keys)) == GLYPHS_PER_SHARD - 4
+    # The shard, by URL (and for "members", the unfinished sample before it, by key).
+    skipped = stream.counts.drain()
+    assert stream.counts.num_skipped == len(skipped) == (2 if writer == "members" else 1)
+    (shard,) = [reason for url, key, reason in skipped if (url, key) == (f"pipe:{command}", "")]
+    assert shard.startswith(reason), skipped
+    assert elapsed < 30, elapsed  # the read timeout twice, or ~1 MiB of tar entries
+    if writer.startswith("sleep"):
+        assert elapsed > 2  # a first read and one retry, each waited out

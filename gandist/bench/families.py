@@ -2,7 +2,9 @@
 
 `gandist bench families [CONFIG ...] --steps 3` launches N ranks (2 gloo ranks on a CPU
 machine) once, trains each config a few steps on in-memory batches (so only the training step
-is timed, not shard decoding) and prints one table from rank 0.
+is timed, not shard decoding) and prints one table from rank 0. Every family is scored the same
+way, from what its algorithm says one step consumes: CycleGAN's batches hold a batch of each
+domain, so its real images count both domains and its G images both directions.
 """
 
 from __future__ import annotations
@@ -29,15 +31,23 @@ DEFAULT_CONFIGS = [
     "configs/sngan.yaml",
     "configs/biggan.yaml",
     "configs/stylegan2.yaml",
+    "configs/cyclegan.yaml",
 ]
 
 
-def _batches(batch_size: int, channels: int, resolution: int, num_classes: int) -> Iterator[dict]:
-    """An endless stream of random batches shaped like the shard stream's."""
-    images = torch.rand(batch_size, channels, resolution, resolution) * 2 - 1
-    labels = torch.randint(0, max(1, num_classes), (batch_size,))
+def _batches(
+    batch_size: int, channels: int, resolution: int, num_classes: int, unpaired: bool = False
+) -> Iterator[dict]:
+    """An endless stream of random batches shaped like the shard stream's (with `unpaired`,
+    like UnpairedStream's: {"a": batch of domain A, "b": batch of domain B})."""
+
+    def one_batch() -> dict[str, torch.Tensor]:
+        images = torch.rand(batch_size, channels, resolution, resolution) * 2 - 1
+        return {"image": images, "label": torch.randint(0, max(1, num_classes), (batch_size,))}
+
+    batch = {"a": one_batch(), "b": one_batch()} if unpaired else one_batch()
     while True:
-        yield {"image": images, "label": labels}
+        yield batch
 
 
 def _bench_one(
@@ -61,8 +71,16 @@ def _bench_one(
     AcceleratorState._reset_state()  # each config builds its own Accelerator in this process
     world = int(os.environ.get("WORLD_SIZE", "1"))  # the process group starts in Trainer
     per_rank = cfg.train.batch_size // world
-    data = _batches(per_rank, cfg.data.channels, cfg.data.resolution, cfg.model.num_classes)
+    unpaired = cfg.train.algorithm == "cyclegan"
+    data = _batches(
+        per_rank, cfg.data.channels, cfg.data.resolution, cfg.model.num_classes, unpaired
+    )
     trainer = Trainer(cfg, batches=data)
+    # What one step consumes, as the algorithm counts it (perf/images_per_s): real samples over
+    # all ranks (n_critic batches for adversarial, a batch of each domain for CycleGAN), and
+    # as many fakes per D phase as one phase sees real images.
+    real_per_step = trainer.algorithm.images_per_step
+    d_phases = sum(phase.name == "d" for phase in trainer.algorithm.phases(0))
     for _ in range(warmup):
         trainer.train_step()
     trainer.accelerator.wait_for_everyone()
@@ -76,10 +94,10 @@ def _bench_one(
         "config": name,
         "model": cfg.model.name,
         "batch": global_batch,
-        "n_critic": cfg.train.n_critic,
+        "n_critic": d_phases,
         "step_s": elapsed / steps,
-        "g_images_per_s": steps * global_batch / elapsed,
-        "d_images_per_s": steps * global_batch * cfg.train.n_critic / elapsed,
+        "g_images_per_s": steps * real_per_step / d_phases / elapsed,
+        "d_images_per_s": steps * real_per_step / elapsed,
         "precision": trainer.precision,
         "ranks": trainer.accelerator.num_processes,
     }
@@ -116,6 +134,8 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{r['n_critic']:>8} {r['step_s']:>8.3f} {r['g_images_per_s']:>9.1f} "
             f"{r['d_images_per_s']:>13.1f}"
         )
+    if any(r["model"] == "cyclegan" for r in rows):
+        lines.append("cyclegan: batch per domain; images of both domains (A->B and B->A)")
     return "\n".join(lines)
 
 

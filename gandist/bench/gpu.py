@@ -1,11 +1,13 @@
 """`gandist bench gpu`: the speed settings side by side, against the plain fp32 loop.
 
 For each config: the textbook fp32 loop (`gandist.bench.train.plain_loop`) and the Trainer at
-fp32, bf16, bf16 + channels_last, and bf16 + channels_last + compile (or the `--variants` given),
-all on the same decoded batches from memory, on this process's device (a GPU when there is one).
-Prints one table (images/s, ratio to the plain loop and to the eager fp32 Trainer, peak device
-memory) and writes it as JSON. The first log window of every run (warm-up, compilation) is
-dropped.
+every variant below (or the `--variants` given), on the same decoded batches from memory, on this
+process's device (a GPU when there is one); a `+stream` variant instead streams the config's
+shards through its data workers, as training does, and its row gives the share of step time the
+Trainer waited for data. Prints one table (images/s, ratio to the plain loop and to the eager
+fp32 Trainer, data wait, peak device memory) and writes it as JSON, rewritten after every run so
+that an interrupted benchmark keeps what it measured. The first log window of every run
+(warm-up, compilation) is dropped.
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ VARIANTS: dict[str, list[str]] = {
         "train.channels_last=true",
         "train.compile=true",
     ],
+    "bf16+cl+stream": ["train.mixed_precision=bf16", "train.channels_last=true"],
 }
+STREAMED = {"bf16+cl+stream"}  # read the shards (data workers) instead of batches in memory
 
 
 def _device() -> torch.device:
@@ -86,16 +90,25 @@ def bench_gpu(
                 cfg = load_config(config, [*common, *VARIANTS[name], f"output_dir={out_dir}"])
                 _reset_peak()
                 start = time.perf_counter()
-                rates = trainer_loop(cfg, batches, out_dir)[1:]
+                rates = trainer_loop(cfg, None if name in STREAMED else batches, out_dir)[1:]
                 row = _row(config, f"gandist {name}", statistics.median(rates), _peak_gib())
+                row["data_wait_share"] = _data_wait_share(out_dir)
                 row["wall_s"] = round(time.perf_counter() - start, 1)
                 rows.append(row)
-    _ratios(rows)
+                _ratios(rows)
+                if out:
+                    Path(out).write_text(json.dumps(rows, indent=2) + "\n")
     print(format_table(rows))
     if out:
-        Path(out).write_text(json.dumps(rows, indent=2) + "\n")
         print(f"wrote {out}")
     return rows
+
+
+def _data_wait_share(out_dir: Path) -> float:
+    """The median over log windows (the first dropped) of the share of step time spent waiting
+    for the next real batch, as the Trainer logs it (`perf/data_wait_share`)."""
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return round(statistics.median(r["perf/data_wait_share"] for r in rows[1:] or rows), 4)
 
 
 def _row(config: str, variant: str, images_per_s: float, peak_gib: float | None) -> dict:
@@ -120,14 +133,17 @@ def _ratios(rows: list[dict[str, Any]]) -> None:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     header = (
-        f"{'config':<24} {'variant':<26} {'img/s':>9} {'x plain':>8} {'x fp32':>7} {'peak GiB':>9}"
+        f"{'config':<24} {'variant':<26} {'img/s':>9} {'x plain':>8} {'x fp32':>7} "
+        f"{'data wait':>9} {'peak GiB':>9}"
     )
     lines = [header, "-" * len(header)]
     for r in rows:
         peak = "-" if r["peak_gib"] is None else f"{r['peak_gib']:.2f}"
         vs_fp32 = r.get("x_gandist_fp32")
+        wait = r.get("data_wait_share")
         lines.append(
             f"{r['config']:<24} {r['variant']:<26} {r['images_per_s']:>9.1f} "
-            f"{r['x_plain']:>8.2f} {'-' if vs_fp32 is None else f'{vs_fp32:.2f}':>7} {peak:>9}"
+            f"{r['x_plain']:>8.2f} {'-' if vs_fp32 is None else f'{vs_fp32:.2f}':>7} "
+            f"{'-' if wait is None else f'{wait:.1%}':>9} {peak:>9}"
         )
     return "\n".join(lines)

@@ -89,7 +89,7 @@ def build_loader(
         samples_per_epoch=samples_per_role_epoch(cfg, batch_size),
         position=position,
         slots=slots,
-        limits=ReadLimits(cfg.max_member_bytes, cfg.read_timeout_s, cfg.read_retries),
+        limits=ReadLimits.of(cfg),
         max_image_pixels=cfg.max_image_pixels,
     )
     loader = wds.WebLoader(

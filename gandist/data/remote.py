@@ -1,5 +1,6 @@
-"""Reading http(s) shards with a read timeout: a stalled transfer resumes where it stopped, a few
-times, then the shard fails with a named error (and is counted as bad data, like any other)."""
+"""Reading remote shards (http(s) URLs, `pipe:` commands) with a read timeout: a stalled transfer
+resumes where it stopped (a stalled command starts again), a few times, then the shard fails
+with a named error (and is counted as bad data, like any other)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ import contextlib
 import http.client
 import io
 import logging
+import os
+import select
+import signal
+import subprocess
 import time
 import urllib.error
 import urllib.parse
@@ -21,7 +26,8 @@ RETRY_PAUSE_S = 1.0
 
 
 class ShardReadError(OSError):
-    """An http(s) shard whose transfer stalled or failed more often than `retries` allows."""
+    """A remote shard whose transfer stalled or failed more often than `retries` allows, or
+    whose `pipe:` command failed."""
 
 
 def http_request(url: str, method: str = "GET", headers: dict[str, str] | None = None) -> Any:
@@ -120,3 +126,115 @@ class HttpShard(io.RawIOBase):
 def open_http_shard(url: str, read_timeout_s: float, retries: int) -> io.BufferedReader:
     """A buffered reader over `HttpShard` (reads of any size, each bounded by the timeout)."""
     return io.BufferedReader(HttpShard(url, read_timeout_s, retries), buffer_size=1 << 16)
+
+
+class PipeShard(io.RawIOBase):
+    """The standard output of one `pipe:` command, in which no single read waits more than
+    `read_timeout_s` for a byte.
+
+    WebDataset's pipe reads with no timeout at all: a command that hangs (a stuck mount, a
+    network copy that stops sending) would hold the reader forever, and its `close` waits up to
+    two hours for the command to end. Here a read that stalls kills the command (its whole
+    process group) and starts it again, skipping the bytes already handed on, up to `retries`
+    times; then ShardReadError. A command that ends with a non-zero status is a ShardReadError
+    too (the message names the status, never the command: it may hold credentials). Closing
+    the stream early kills what is left of the command.
+    """
+
+    def __init__(self, command: str, read_timeout_s: float, retries: int) -> None:
+        super().__init__()
+        self.command, self.read_timeout_s, self.retries = command, read_timeout_s, retries
+        self.offset = 0  # bytes handed to the reader so far
+        self.failures = 0
+        self._proc: subprocess.Popen | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def _start(self) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            self.command,
+            shell=True,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            process_group=0,  # its own group: a stalled command is killed with its children
+        )
+        self._proc = proc
+        left = self.offset  # a restart: the command's output again, from its first byte
+        while left:
+            piece = self._read_some(min(left, 1 << 20))
+            if not piece:
+                raise ShardReadError(
+                    f"pipe command ended after {self.offset - left} bytes when restarted, "
+                    f"{self.offset} had been read"
+                )
+            left -= len(piece)
+        return proc
+
+    def _read_some(self, size: int) -> bytes:
+        assert self._proc is not None and self._proc.stdout is not None
+        fd = self._proc.stdout.fileno()
+        ready, _, _ = select.select([fd], [], [], self.read_timeout_s)
+        if not ready:
+            raise TimeoutError(f"no data for {self.read_timeout_s:g} s")
+        return os.read(fd, size)
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            try:
+                if self._proc is None:
+                    self._start()
+                data = self._read_some(len(buffer))
+            except TimeoutError as err:
+                self._kill()
+                self._retry_or_raise(err)
+                continue
+            if not data:
+                self._check_exit()
+                return 0
+            buffer[: len(data)] = data
+            self.offset += len(data)
+            return len(data)
+
+    def _retry_or_raise(self, err: Exception) -> None:
+        self.failures += 1
+        if self.failures > self.retries:
+            raise ShardReadError(
+                f"pipe read stalled at byte {self.offset}: {err} (after {self.retries} "
+                "retries; data.read_timeout_s, data.read_retries)"
+            ) from None
+        log.info("pipe shard read: %s at byte %d; restarting (%d)", err, self.offset, self.failures)
+        time.sleep(RETRY_PAUSE_S * 2 ** (self.failures - 1))
+
+    def _check_exit(self) -> None:
+        """At the end of the output: the command's exit status (waiting `read_timeout_s` for a
+        command that closed its output but goes on running, which is then killed)."""
+        assert self._proc is not None
+        try:
+            status = self._proc.wait(self.read_timeout_s)
+        except subprocess.TimeoutExpired:
+            self._kill()
+            return
+        if status != 0:
+            what = f"signal {-status}" if status < 0 else f"status {status}"
+            raise ShardReadError(f"pipe command failed: exit {what} after {self.offset} bytes")
+
+    def _kill(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.pid, signal.SIGKILL)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        proc.wait()
+
+    def close(self) -> None:
+        self._kill()
+        super().close()
+
+
+def open_pipe_shard(command: str, read_timeout_s: float, retries: int) -> io.BufferedReader:
+    """A buffered reader over `PipeShard` (reads of any size, each bounded by the timeout)."""
+    return io.BufferedReader(PipeShard(command, read_timeout_s, retries), buffer_size=1 << 16)

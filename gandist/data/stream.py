@@ -7,7 +7,7 @@ import random
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import webdataset as wds
@@ -16,11 +16,14 @@ from torch.utils.data import IterableDataset, get_worker_info
 from gandist.data.decode import ToExample
 from gandist.data.health import BadSample, SkipCounter, UnreadableDataError
 from gandist.data.limits import MAX_IMAGE_PIXELS
-from gandist.data.remote import open_http_shard
+from gandist.data.remote import open_http_shard, open_pipe_shard
 from gandist.data.shards import redact_shards
-from gandist.data.tar import MAX_MEMBER_BYTES, tar_members
+from gandist.data.tar import MAX_MEMBER_BYTES, EndlessShardError, tar_members
 from gandist.data.transport import BatchSlots, BatchWithReport
 from gandist.distributed import derive_seed
+
+if TYPE_CHECKING:
+    from gandist.data.config import DataConfig
 
 MODES = ("exact", "resampled")
 
@@ -98,6 +101,9 @@ def resampled_shards(urls: list[str], seed: int, rank: int, role: int, epoch: in
 
 
 META_MEMBER = re.compile(r"__[^/]*__($|/)")  # WebDataset's `skip_meta`: not part of a sample
+MAX_SAMPLE_MEMBERS = 1024
+"""Members one sample may have (image, label, metadata, ...): a stream that keeps adding members
+to one sample (or only metadata) would otherwise grow it in memory without end."""
 
 
 @dataclass(frozen=True)
@@ -108,16 +114,27 @@ class ReadLimits:
     read_timeout_s: float = 60.0
     read_retries: int = 2
 
+    @classmethod
+    def of(cls, cfg: DataConfig) -> ReadLimits:
+        """The limits the `data` section sets (`data.max_member_bytes`, `data.read_*`)."""
+        return cls(cfg.max_member_bytes, cfg.read_timeout_s, cfg.read_retries)
+
 
 def _open_shards(urls: Iterator[dict[str, Any]], limits: ReadLimits, handler: Callable) -> Any:
-    # http(s) through our reader, which has a read timeout (WebDataset's curl has none: a
-    # server that stops sending would hold the worker forever); the rest through WebDataset.
+    # http(s) and `pipe:` through our readers, which have a read timeout (WebDataset's curl and
+    # pipe have none: a server or command that stops sending would hold the reader forever);
+    # the rest (local files) through WebDataset.
     for source in urls:
         url = source["url"]
-        if not url.startswith(("http://", "https://")):
+        if url.startswith(("http://", "https://")):
+            stream = open_http_shard(url, limits.read_timeout_s, limits.read_retries)
+        elif url.startswith("pipe:"):
+            stream = open_pipe_shard(
+                url[len("pipe:") :], limits.read_timeout_s, limits.read_retries
+            )
+        else:
             yield from wds.tariterators.url_opener(iter([source]), handler=handler)
             continue
-        stream = open_http_shard(url, limits.read_timeout_s, limits.read_retries)
         try:
             yield source | {"stream": stream}
         finally:  # also when the reader stops early: no connection left open
@@ -151,8 +168,16 @@ def read_shard(
     def members() -> Iterator[dict[str, Any]]:
         for source in _open_shards(iter([{"url": url}]), limits, on_error):
             try:
+                key, run = None, 0  # members in a row of one sample (or metadata)
                 for name, data in tar_members(source["stream"], limits.max_member_bytes):
-                    if not META_MEMBER.match(name):
+                    meta = META_MEMBER.match(name)
+                    prefix = None if meta else wds.tariterators.base_plus_ext(name)[0]
+                    key, run = (key, run + 1) if meta or prefix == key else (prefix, 1)
+                    if run > MAX_SAMPLE_MEMBERS:  # one sample growing without end
+                        raise EndlessShardError(
+                            f"more than {MAX_SAMPLE_MEMBERS} members in a row for sample {key!r}"
+                        )
+                    if not meta:
                         yield {"fname": name, "data": data, "__url__": url}
             except Exception as exn:  # the stream itself is broken: keep the samples before it
                 if not on_error(exn):

@@ -47,6 +47,9 @@ EXPANSION_FLOOR_BYTES = 16 << 20
 DECOMPRESS_PIECE_BYTES = 1 << 20
 # A writer pads the archive after its end marker to a whole record (GNU tar: 10 KiB by default).
 MAX_TRAILER_BYTES = 1 << 20
+# Entries that hold no file (directories, links, PAX and long-name headers) between two files: a
+# shard is files, so a stream of nothing else (a command repeating one header forever) ends here.
+MAX_BYTES_WITHOUT_FILE = 16 << 20
 
 
 class ShardError(ValueError):
@@ -67,6 +70,10 @@ class MemberTooLargeError(ShardError):
 
 class CompressedStreamError(ShardError):
     """A gzip, bzip2 or xz stream that does not decompress."""
+
+
+class EndlessShardError(ShardError):
+    """A stream that goes on without ever giving a file (or a sample): never an end of it."""
 
 
 def _number(field: bytes) -> int:
@@ -216,6 +223,7 @@ def tar_members(
     pax_global: dict[str, str] = {}
     pax: dict[str, str] = {}
     long_name = None
+    without_file = 0  # bytes of entries since the last file
     while True:
         if len(header) < BLOCK:
             header = _read_exactly(read, BLOCK - len(header), header)
@@ -242,6 +250,12 @@ def tar_members(
         if kind == b"S":
             raise TarHeaderError(f"{_text(header[:100])!r}: GNU sparse members are not supported")
         data = b""
+        without_file += BLOCK + (0 if kind in NO_DATA else -(-size // BLOCK) * BLOCK)
+        if without_file > MAX_BYTES_WITHOUT_FILE:
+            raise EndlessShardError(
+                f"{without_file} bytes of tar entries without a file (directories, links, "
+                f"headers), over the limit of {MAX_BYTES_WITHOUT_FILE}"
+            )
         if kind not in NO_DATA:
             limit = (
                 min(MAX_EXTENSION_BYTES, max_member_bytes)
@@ -283,6 +297,7 @@ def tar_members(
                         prefix = _text(header[345:500])
                         name = f"{prefix}/{name}" if prefix else name
                 if not (kind == b"\0" and name.endswith("/")):  # old-style directory
+                    without_file = 0
                     yield name, data
             pax, long_name = dict(pax_global), None
         header = read(BLOCK)

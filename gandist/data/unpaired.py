@@ -28,7 +28,8 @@ class UnpairedStream:
     Each domain is its own DataStream, with its own order, epochs and resume position: the
     sets may differ in size, and a resumed run reads on in both with the batches that would
     have come next. `next_batch` gives {"a": batch of A, "b": batch of B}, each as DataStream
-    gives it (CPU tensors, "image" [B, C, H, W] in [-1, 1], "label" [B], ...).
+    gives it ("image" [B, C, H, W] in [-1, 1], "label" [B], ...): CPU tensors, or on a CUDA
+    `device` both domains travel as pinned uint8 and are scaled on the GPU, as a single stream's.
     """
 
     def __init__(
@@ -40,8 +41,14 @@ class UnpairedStream:
         world_size: int,
         seed: int,
         reduce_sum: Callable[[torch.Tensor], torch.Tensor] = lambda t: t,
+        device: torch.device | None = None,
     ) -> None:
-        common = {"batch_size": batch_size, "rank": rank, "world_size": world_size}
+        common = {
+            "batch_size": batch_size,
+            "rank": rank,
+            "world_size": world_size,
+            "device": device,
+        }
         self.a = DataStream(cfg, seed=seed, reduce_sum=reduce_sum, **common)
         self.b = DataStream(
             domain_b_config(cfg),

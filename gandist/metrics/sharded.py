@@ -35,8 +35,10 @@ from torch_fidelity.metric_prc import prc_features_to_metric
 from gandist.data.config import DataConfig
 from gandist.data.decode import ToExample, media_transform
 from gandist.data.health import BadSample, SkipCounter
+from gandist.data.limits import MAX_IMAGE_PIXELS
 from gandist.data.shards import expand_shards, shard_identities
-from gandist.data.stream import read_shard
+from gandist.data.stream import ReadLimits, read_shard
+from gandist.data.tar import MAX_MEMBER_BYTES
 from gandist.models import generate
 
 log = logging.getLogger(__name__)
@@ -118,23 +120,49 @@ def to_extractor_input(samples: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class SampleFormat:
-    """What one sample is: an image (resolution, channels) or an audio clip (sample rate, length)."""
+    """What one sample is: an image (resolution, channels) or an audio clip (sample rate, length),
+    and what reading and decoding one may cost (the run's `data.*` caps and read timeouts, so
+    evaluation accepts what training accepts)."""
 
     kind: str = "image"
     resolution: int = 32
     channels: int = 3
     sample_rate: int = 16000
     length: int = 16384
+    limits: ReadLimits = ReadLimits()
+    max_image_pixels: int = MAX_IMAGE_PIXELS
 
     @classmethod
     def of(cls, data: DataConfig) -> SampleFormat:
-        return cls(data.kind, data.resolution, data.channels, data.sample_rate, data.length)
+        return cls(
+            data.kind,
+            data.resolution,
+            data.channels,
+            data.sample_rate,
+            data.length,
+            limits=ReadLimits.of(data),
+            max_image_pixels=data.max_image_pixels,
+        )
 
     def key(self) -> dict[str, Any]:
-        """What reference statistics depend on: the image size, or the audio rate and length."""
+        """What reference statistics depend on: the image size, or the audio rate and length,
+        and the caps where they are not the defaults (a cap decides which samples count)."""
+        caps = {
+            name: value
+            for name, value, default in (
+                ("max_member_bytes", self.limits.max_member_bytes, MAX_MEMBER_BYTES),
+                ("max_image_pixels", self.max_image_pixels, MAX_IMAGE_PIXELS),
+            )
+            if value != default and (self.kind == "image" or name != "max_image_pixels")
+        }
         if self.kind == "image":
-            return {"kind": "image", "resolution": self.resolution, "channels": self.channels}
-        return {"kind": "audio", "sample_rate": self.sample_rate, "length": self.length}
+            return {
+                "kind": "image",
+                "resolution": self.resolution,
+                "channels": self.channels,
+                **caps,
+            }
+        return {"kind": "audio", "sample_rate": self.sample_rate, "length": self.length, **caps}
 
     @functools.cached_property
     def _decoder(self) -> ToExample:
@@ -145,7 +173,7 @@ class SampleFormat:
             sample_rate=self.sample_rate,
             length=self.length,
         )
-        return ToExample(transform, self.kind)
+        return ToExample(transform, self.kind, self.max_image_pixels)
 
     def decode(self, sample: dict[str, Any]) -> torch.Tensor:
         """A raw sample (tar members by extension) -> extractor input for one sample: uint8
@@ -229,7 +257,7 @@ def real_samples(
     """
     handler = SkipCounter()
     urls = expand_shards(shards)
-    raw = itertools.chain.from_iterable(read_shard(url, handler) for url in urls)
+    raw = itertools.chain.from_iterable(read_shard(url, handler, fmt.limits) for url in urls)
     indices: list[int] = []
 
     def decoded() -> Iterator[torch.Tensor]:

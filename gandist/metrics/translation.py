@@ -45,7 +45,9 @@ def source_samples(
     """This rank's share (index % world) of the first `num` samples of the sorted shards:
     (index, uint8 image [3, R, R], label or -1). Bad samples are skipped."""
     handler = SkipCounter()
-    raw = itertools.chain.from_iterable(read_shard(url, handler) for url in expand_shards(shards))
+    raw = itertools.chain.from_iterable(
+        read_shard(url, handler, fmt.limits) for url in expand_shards(shards)
+    )
     for index, sample in enumerate(itertools.islice(raw, num)):
         if index % ranks.world != ranks.rank:
             continue

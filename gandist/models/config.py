@@ -8,6 +8,9 @@ from typing import Literal
 from gandist.errors import require as _require
 from gandist.errors import require_finite
 
+# The families whose networks take model.attention_resolution.
+ATTENTION_FAMILIES = ("biggan",)
+
 
 @dataclass
 class ModelConfig:
@@ -25,6 +28,8 @@ class ModelConfig:
     """stylegan2: depth of the mapping network z -> w."""
     style_mixing_prob: float = 0.9
     """stylegan2: probability that a training batch mixes the styles of two latents."""
+    attention_resolution: int = 0
+    """biggan: feature-map side at which G and D get a self-attention block (SAGAN's; 64 at 128 px in the paper), one of the sizes both networks have (8 and 16 at 32 px); 0 = none."""
     res_blocks: int = 9
     """cyclegan: residual blocks of the ResNet translator (the paper: 6 at 128 px, 9 at 256 px and above)."""
     audio_length: int = 16384
@@ -52,6 +57,16 @@ class ModelConfig:
         _require(
             self.mapping_layers >= 1,
             f"model.mapping_layers must be >= 1, got {self.mapping_layers}",
+        )
+        _require(
+            self.attention_resolution >= 0,
+            f"model.attention_resolution must be >= 0 (0 = no self-attention), got "
+            f"{self.attention_resolution}",
+        )
+        _require(
+            self.attention_resolution == 0 or self.name in ATTENTION_FAMILIES,
+            f"model.attention_resolution={self.attention_resolution} applies to model.name in "
+            f"{list(ATTENTION_FAMILIES)}, not {self.name}: set it to 0",
         )
         _require(self.res_blocks >= 1, f"model.res_blocks must be >= 1, got {self.res_blocks}")
         _require(

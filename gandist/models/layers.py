@@ -1,13 +1,22 @@
-"""Layers shared by the GAN families: conditional BN, spectral norm, ResNet blocks, projection heads."""
+"""Layers shared by the GAN families: conditional BN, spectral norm, ResNet blocks, projection
+heads, self-attention, and the one-line refusal of weights from another architecture."""
 
 from __future__ import annotations
 
 import math
+import re
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
+
+from gandist.errors import ConfigError
+
+# Keys named in the refusal of foreign weights; the rest are counted.
+_KEYS_SHOWN = 3
 
 
 def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
@@ -143,3 +152,75 @@ class ProjectionHead(nn.Module):
             assert labels is not None, "a conditional discriminator needs labels"
             logits = logits + (self.embed(labels) * h).sum(1)
         return logits
+
+
+class SelfAttention(nn.Module):
+    """SAGAN's non-local block (Zhang et al., 2019) as BigGAN uses it.
+
+    Every position attends to every position of a 2x max-pooled map: theta (C/8 channels) at
+    full resolution queries phi (C/8) and reads g (C/2), both pooled, which quarters the cost
+    of the [HW, HW/4] attention matrix; o maps C/2 back to C. All four are spectrally
+    normalised 1x1 convolutions without bias. The output is x + gamma * o(...), with the
+    learned gamma starting at 0: the block begins as the identity and lets the network mix in
+    non-local evidence as it learns to use it.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.key_ch, self.value_ch = max(1, channels // 8), max(1, channels // 2)
+        self.theta = spectral_norm(nn.Conv2d(channels, self.key_ch, 1, bias=False))
+        self.phi = spectral_norm(nn.Conv2d(channels, self.key_ch, 1, bias=False))
+        self.g = spectral_norm(nn.Conv2d(channels, self.value_ch, 1, bias=False))
+        self.o = spectral_norm(nn.Conv2d(self.value_ch, channels, 1, bias=False))
+        self.gamma = nn.Parameter(torch.zeros([]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, _, height, width = x.shape
+        theta = self.theta(x).flatten(2)  # [B, C/8, HW]
+        phi = F.max_pool2d(self.phi(x), 2).flatten(2)  # [B, C/8, HW/4]
+        g = F.max_pool2d(self.g(x), 2).flatten(2)  # [B, C/2, HW/4]
+        attention = torch.softmax(theta.transpose(1, 2) @ phi, dim=-1)  # [B, HW, HW/4]
+        read = (g @ attention.transpose(1, 2)).view(batch, self.value_ch, height, width)
+        return x + self.gamma.to(x.dtype) * self.o(read)
+
+
+def _shown(keys: set[str]) -> str:
+    """Up to a few tensor names, spectral norm's internals read as the weight they belong to."""
+    names = sorted({re.sub(r"\.parametrizations\.(\w+)\..*$", r".\1", k) for k in keys})
+    more = f" and {len(names) - _KEYS_SHOWN} more" if len(names) > _KEYS_SHOWN else ""
+    return ", ".join(names[:_KEYS_SHOWN]) + more
+
+
+class GuardedWeights(nn.Module):
+    """A network whose strict `load_state_dict` refuses, in one ConfigError line, weights whose
+    tensor names differ from its own (torch raises a RuntimeError of many lines).
+
+    Weights written by an older gandist (StyleGAN2 before FIR resampling) or with another
+    architecture setting (model.attention_resolution) meet it whether a resume, the EMA,
+    `gandist sample` or `gandist eval` loads them: each loads into the unwrapped network.
+    """
+
+    family = ""  # model.name, for the message
+
+    def load_state_dict(
+        self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False
+    ) -> Any:
+        if strict:
+            given, own = set(state_dict), set(self.state_dict())
+            parts = []
+            if own - given:
+                parts.append(
+                    f"lack {len(own - given)} tensors this model has ({_shown(own - given)})"
+                )
+            if given - own:
+                parts.append(
+                    f"hold {len(given - own)} tensors it does not have ({_shown(given - own)})"
+                )
+            if parts:
+                raise ConfigError(
+                    f"cannot load these model.name={self.family} {type(self).__name__} weights: "
+                    f"they {' and '.join(parts)}. They were written by an older gandist or with "
+                    "another model config (compare the run's config.yaml); train a new run, or "
+                    "load them with the gandist version and model settings that wrote them"
+                )
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)

@@ -7,9 +7,13 @@ All layers use the equalised learning rate (weights scaled at run time). Style m
 in `G.forward` while training; `G.mapping` and `G.synthesis` are exposed for path-length
 regularisation, whose running target lives in the `pl_mean` buffer.
 
-Simplifications against the official code, to stay in pure PyTorch and small: bilinear
-up-sampling and average-pool down-sampling instead of the FIR-filtered resampling, no
-truncation trick, no lazy-regularisation correction of Adam's hyper-parameters.
+Resampling is FIR-filtered as in the paper (gandist.models.filters): G's up-sampling 3x3
+convolutions and its toRGB skip sum, and D's down-sampling convolutions and residual skips,
+low-pass filter with [1, 3, 3, 1]. Each resampling layer holds that filter as its
+`resample_filter` buffer, as the official networks do. The truncation trick is
+`gandist.models.truncation`; the lazy-regularisation correction of Adam's learning rate and
+betas is `AdversarialGAN.optimizers()`. Against the official code: no fp16 clamping and no
+custom CUDA ops, so it stays plain PyTorch.
 """
 
 from __future__ import annotations
@@ -22,6 +26,8 @@ from torch import nn
 
 from gandist.errors import ConfigError
 from gandist.models.config import ModelConfig
+from gandist.models.filters import conv2d_resample, setup_filter, upsample2d
+from gandist.models.layers import GuardedWeights
 from gandist.registry import MODELS
 
 SQRT2 = math.sqrt(2.0)
@@ -49,16 +55,27 @@ class EqualLinear(nn.Module):
 
 
 class EqualConv2d(nn.Module):
-    def __init__(self, in_ch: int, out_ch: int, kernel: int, bias: bool = True) -> None:
+    """Convolution with the equalised learning rate; `down=2` low-pass filters, then strides."""
+
+    def __init__(
+        self, in_ch: int, out_ch: int, kernel: int, bias: bool = True, down: int = 1
+    ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.weight_gain = 1.0 / math.sqrt(in_ch * kernel * kernel)
+        self.down = down
+        if down > 1:
+            self.register_buffer("resample_filter", setup_filter())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(
-            x, self.weight * self.weight_gain, self.bias, padding=self.weight.shape[-1] // 2
+        weight = (self.weight * self.weight_gain).to(x.dtype)
+        if self.down == 1:
+            return F.conv2d(x, weight, self.bias, padding=self.weight.shape[-1] // 2)
+        x = conv2d_resample(
+            x, weight, self.resample_filter, down=self.down, padding=self.weight.shape[-1] // 2
         )
+        return x if self.bias is None else x + self.bias[None, :, None, None].to(x.dtype)
 
 
 class MappingNetwork(nn.Module):
@@ -82,17 +99,27 @@ class ModulatedConv2d(nn.Module):
 
     Demodulation divides each output filter by its norm after modulation, which replaces
     StyleGAN's AdaIN and removes its droplet artefacts. The per-sample weights run as one
-    grouped convolution over the batch.
+    grouped convolution over the batch. `up=2` convolves the 2x FIR-up-sampled input (fused
+    into a transposed convolution, as the official code does).
     """
 
     def __init__(
-        self, in_ch: int, out_ch: int, kernel: int, w_dim: int, demodulate: bool = True
+        self,
+        in_ch: int,
+        out_ch: int,
+        kernel: int,
+        w_dim: int,
+        demodulate: bool = True,
+        up: int = 1,
     ) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
         self.affine = EqualLinear(w_dim, in_ch, bias_init=1.0)  # styles start at 1
         self.weight_gain = 1.0 / math.sqrt(in_ch * kernel * kernel)
         self.demodulate = demodulate
+        self.up = up
+        if up > 1:
+            self.register_buffer("resample_filter", setup_filter())
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         batch, in_ch, height, width = x.shape
@@ -103,25 +130,29 @@ class ModulatedConv2d(nn.Module):
         out_ch, kernel = weight.shape[1], weight.shape[-1]
         x = x.reshape(1, batch * in_ch, height, width)
         weight = weight.reshape(batch * out_ch, in_ch, kernel, kernel).to(x.dtype)
-        out = F.conv2d(x, weight, padding=kernel // 2, groups=batch)
-        return out.reshape(batch, out_ch, height, width)
+        out = conv2d_resample(
+            x,
+            weight,
+            getattr(self, "resample_filter", None),
+            up=self.up,
+            padding=kernel // 2,
+            groups=batch,
+        )
+        return out.reshape(batch, out_ch, *out.shape[2:])
 
 
 class SynthesisLayer(nn.Module):
-    """Modulated 3x3 conv + scaled per-pixel noise + bias + leaky ReLU, optionally up-sampling."""
+    """Modulated 3x3 conv (up-sampling 2x when `up`) + scaled per-pixel noise + bias + lReLU."""
 
     def __init__(self, in_ch: int, out_ch: int, w_dim: int, resolution: int, up: bool) -> None:
         super().__init__()
-        self.up = up
-        self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim)
+        self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, up=2 if up else 1)
         self.noise_strength = nn.Parameter(torch.zeros([]))
         self.bias = nn.Parameter(torch.zeros(out_ch))
         # Fixed noise used in eval mode, so a grid from fixed latents is deterministic.
         self.register_buffer("noise_const", torch.randn(1, 1, resolution, resolution))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        if self.up:
-            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
         x = self.conv(x, w)
         if self.training:
             noise = torch.randn(
@@ -148,7 +179,9 @@ def _channels(res: int, resolution: int, width: int) -> int:
     return min(4 * width, width * resolution // res)
 
 
-class StyleGAN2Generator(nn.Module):
+class StyleGAN2Generator(GuardedWeights):
+    family = "stylegan2"
+
     def __init__(
         self,
         latent_dim: int,
@@ -178,6 +211,7 @@ class StyleGAN2Generator(nn.Module):
         # One w per conv layer plus one for the last toRGB; toRGB i shares w with the next conv.
         self.num_ws = len(self.convs) + 1
         self.register_buffer("pl_mean", torch.zeros([]))
+        self.register_buffer("resample_filter", setup_filter())  # up-samples the RGB skip sum
 
     def mapping(self, z: torch.Tensor) -> torch.Tensor:
         """z [B, latent_dim] -> ws [B, num_ws, w_dim] (the same w broadcast to every layer)."""
@@ -193,7 +227,7 @@ class StyleGAN2Generator(nn.Module):
                 layer += 1
             rgb = to_rgb(x, ws[:, layer])
             if image is not None:
-                image = F.interpolate(image, scale_factor=2, mode="bilinear", align_corners=False)
+                image = upsample2d(image, self.resample_filter)
             image = rgb if image is None else image + rgb
         return image  # [B, C, H, W], unbounded like the official G (data lies in [-1, 1])
 
@@ -214,15 +248,17 @@ class StyleGAN2Generator(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
+    """ResNet block halving the resolution: conv3, FIR-filtered strided conv3, filtered 1x1 skip."""
+
     def __init__(self, in_ch: int, out_ch: int) -> None:
         super().__init__()
         self.conv1 = EqualConv2d(in_ch, in_ch, 3)
-        self.conv2 = EqualConv2d(in_ch, out_ch, 3)
-        self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False)
+        self.conv2 = EqualConv2d(in_ch, out_ch, 3, down=2)
+        self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False, down=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skip = self.skip(F.avg_pool2d(x, 2))
-        h = F.avg_pool2d(_lrelu(self.conv2(_lrelu(self.conv1(x)))), 2)
+        skip = self.skip(x)
+        h = _lrelu(self.conv2(_lrelu(self.conv1(x))))
         return (h + skip) / SQRT2  # residual sum at unit variance
 
 
@@ -237,7 +273,9 @@ def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
     return torch.cat([x, y], dim=1)
 
 
-class StyleGAN2Discriminator(nn.Module):
+class StyleGAN2Discriminator(GuardedWeights):
+    family = "stylegan2"
+
     def __init__(self, width: int, resolution: int, channels: int) -> None:
         super().__init__()
         resolutions = [2**i for i in range(int(math.log2(resolution)), 2, -1)]  # res, ..., 8

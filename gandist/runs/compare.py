@@ -3,7 +3,9 @@
 Many clusters have no internet, so this is the dashboard there: it reads each run's
 config.yaml, run.json and metrics.jsonl (no wandb), prints one row per run (final and best FID,
 images seen, hours, images/s, evaluation share, skipped steps and the config keys that differ),
-and draws FID and the losses the runs share against images seen, steps or hours.
+and draws FID and the losses the runs share against images seen, steps or hours. Runs of
+different families or kinds (images, audio) compare on the metrics every one of them logged; the
+others are named in one line, with the runs that logged them.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ import numpy as np
 from omegaconf import OmegaConf
 from PIL import Image, ImageDraw, ImageFont
 
-from gandist.rundir import CONFIG_FILE, METRICS_FILE, read_metrics, read_run_info, sample_grids
+from gandist.rundir import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    read_metrics,
+    read_run_info,
+    sample_clips,
+    sample_grids,
+)
 
 AXES = {"images": "train/images_seen", "steps": "step", "hours": "train/hours"}
 AXIS_LABELS = {"images": "images seen", "steps": "steps", "hours": "hours"}
@@ -161,12 +170,19 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
+# Summary columns that are measured (the rest name the run or how it was launched).
+MEASURED = ("images seen", "hours", "images/s", "eval share", "skipped", "final FID", "best FID")
+
+
 def comparison_table(runs: Sequence[Run]) -> tuple[list[str], list[list[str]]]:
-    """Header and rows: the summary columns (family and kind only when they differ), then the
-    differing config keys."""
+    """Header and rows: the summary columns (family and kind only when they differ; a measured
+    column only when every run has it), then the differing config keys."""
     summaries = [run.summary() for run in runs]
     columns = [
-        c for c in summaries[0] if c not in ("family", "kind") or len({s[c] for s in summaries}) > 1
+        c
+        for c in summaries[0]
+        if (c not in ("family", "kind") or len({s[c] for s in summaries}) > 1)
+        and (c not in MEASURED or all(s[c] is not None for s in summaries))
     ]
     diffs = differing_keys(runs)
     header = columns + diffs
@@ -189,6 +205,38 @@ def shared_curves(runs: Sequence[Run]) -> list[str]:
     keys = set.intersection(*({k for row in run.rows for k in row} for run in runs))
     losses = sorted(k for k in keys if k.startswith("train/") and k.endswith("_loss"))
     return [k for k in ("eval/fid",) if k in keys] + losses
+
+
+def logged_keys(run: Run) -> set[str]:
+    """The metric keys (`train/...`, `eval/...`, `perf/...`) the run logged a number for."""
+    return {
+        k
+        for row in run.rows
+        for k, v in row.items()
+        if "/" in k and isinstance(v, (int, float)) and not isinstance(v, bool)
+    }
+
+
+def left_out(runs: Sequence[Run]) -> dict[str, list[str]]:
+    """Metric keys only some runs logged (runs of other families or kinds, a run that never
+    evaluated), each with the names of the runs that did: compared on none of the runs."""
+    logged = [logged_keys(run) for run in runs]
+    every = set.intersection(*logged)
+    return {
+        key: [run.name for run, keys in zip(runs, logged, strict=True) if key in keys]
+        for key in sorted(set.union(*logged) - every)
+    }
+
+
+def left_out_note(runs: Sequence[Run]) -> str:
+    """One line naming the metrics left out of the comparison and who logged them ('' if none)."""
+    by_runs: dict[tuple[str, ...], list[str]] = {}
+    for key, names in left_out(runs).items():
+        by_runs.setdefault(tuple(names), []).append(key)
+    if not by_runs:
+        return ""
+    parts = [f"{', '.join(keys)} (only {', '.join(names)})" for names, keys in by_runs.items()]
+    return "left out, not logged by every run: " + "; ".join(parts)
 
 
 # ---- the picture ----------------------------------------------------------------------------
@@ -291,6 +339,7 @@ def _panel(
 # ---- the page ------------------------------------------------------------------------------
 
 GRIDS_PER_RUN = 8  # sample grids shown per run on the page, spread over its training
+CLIPS_PER_STEP = 4  # audio runs: players for the first clips of each grid's step
 
 
 def _data_url(path: Path, mime: str) -> str:
@@ -322,6 +371,7 @@ def write_html(
         "</tr></thead><tbody>",
         *("<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>" for row in rows),
         "</tbody></table>",
+        f"<p id='left-out'>{esc(left_out_note(runs))}</p>",
         f"<h2>Curves</h2><img id='curves' alt='curves' src='{_data_url(curves, 'image/png')}'>",
     ]
     for run in runs:
@@ -332,11 +382,12 @@ def write_html(
                 f"src='{_data_url(path, 'image/png')}'><figcaption>step {step}</figcaption>"
                 "</figure>"
             )
-        for step, path in _spread(sample_grids(run.path, suffix=".wav"), GRIDS_PER_RUN):
-            parts.append(
-                f"<figure><audio controls src='{_data_url(path, 'audio/wav')}'></audio>"
-                f"<figcaption>step {step}</figcaption></figure>"
-            )
+            # An audio run's grid is a spectrogram sheet; its clips sit in a folder per step.
+            for index, clip in enumerate(sample_clips(run.path, step)[:CLIPS_PER_STEP]):
+                parts.append(
+                    f"<figure><audio controls src='{_data_url(clip, 'audio/wav')}'></audio>"
+                    f"<figcaption>step {step}, clip {index}</figcaption></figure>"
+                )
         parts.append("</section>")
     parts.append("</body></html>")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -362,4 +413,5 @@ def compare(
     if page is not None:
         assert path is not None
         write_html(runs, header, rows, path, Path(page))
-    return format_table(header, rows), path
+    note = left_out_note(runs)
+    return format_table(header, rows) + (f"\n{note}" if note else ""), path

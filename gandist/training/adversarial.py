@@ -2,7 +2,8 @@
 
 Each training step is `train.n_critic` D phases, each on a fresh real batch, then one G phase.
 The D phase runs G under no_grad, so no G gradients are formed; the G phase goes through D's
-local module (not its DDP wrapper: DDP would wait for gradients a frozen D never produces).
+local module (not its DDP wrapper: DDP would wait for gradients a frozen D never produces),
+compiled on its own under train.compile (`compile_frozen`).
 Penalties differentiate the local modules with autograd.grad and are added to the phase's
 loss, so one backward carries them and DDP all-reduces the sum once.
 With model.num_discriminators > 1 the D phase trains every discriminator (`training.multi_d`)
@@ -35,6 +36,7 @@ from gandist.registry import ALGORITHMS, LOSSES, MODELS
 from gandist.training.algorithm import Algorithm, Metrics, OptimizerSpec, Phase, Runtime
 from gandist.training.config import KIND_NOUNS, Config
 from gandist.training.multi_d import average, build_extra_discriminators, discriminator_names, view
+from gandist.training.performance import compile_frozen
 
 G, D = "generator", "discriminator"
 # Per-class sample grids of a conditional model: the first 16 classes, 16 images each (a
@@ -103,11 +105,24 @@ class AdversarialGAN(Algorithm):
         return self.runtime.batch_per_rank * self.runtime.world_size * self.cfg.train.n_critic
 
     def optimizers(self) -> dict[str, OptimizerSpec]:
-        optim = self.cfg.optim
-        betas = tuple(optim.betas)
+        """Adam for G and for D; a network with a lazy penalty gets StyleGAN2's correction.
+
+        StyleGAN2 (Appendix B, `training_loop.py`) regularises every k-th minibatch and scales
+        Adam to c = k / (k + 1): lr * c, betas ** c. So `optim.*_lr` and `optim.betas` mean what
+        they mean in the paper's configs; the rate Adam runs at is the logged `train/lr_g`,
+        `train/lr_d` (D with lazy R1 every 16 steps: 16/17 of optim.d_lr; G with path length
+        every 4: 4/5 of optim.g_lr). A penalty on every step (k = 1) is not lazy: no change.
+        """
+        optim, reg = self.cfg.optim, self.cfg.reg
+
+        def spec(networks: tuple[str, ...], lr: float, lazy_every: int) -> OptimizerSpec:
+            ratio = lazy_every / (lazy_every + 1) if lazy_every > 1 else 1.0
+            beta1, beta2 = optim.betas
+            return OptimizerSpec(networks, lr * ratio, (beta1**ratio, beta2**ratio))
+
         return {
-            "g": OptimizerSpec((G,), optim.g_lr, betas),
-            "d": OptimizerSpec(self.discriminators, optim.d_lr, betas),
+            "g": spec((G,), optim.g_lr, reg.pl_every if reg.pl_weight > 0 else 1),
+            "d": spec(self.discriminators, optim.d_lr, reg.r1_every if reg.r1_gamma > 0 else 1),
         }
 
     def phases(self, step: int) -> list[Phase]:
@@ -125,6 +140,8 @@ class AdversarialGAN(Algorithm):
 
     def bind(self, runtime: Runtime) -> None:
         super().bind(runtime)
+        train = self.cfg.train
+        self.frozen_d = compile_frozen(self.local(D), train.compile, train.compile_backend)
         if self.ada is not None:
             self.ada.to(runtime.device)
         for anchors in self.lecam:
@@ -229,11 +246,16 @@ class AdversarialGAN(Algorithm):
         return torch.randint(0, self.num_classes, (batch_size,), device=self.runtime.device)
 
     def _critics(
-        self, images: torch.Tensor, labels: torch.Tensor | None, wrapped: bool = False
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None,
+        wrapped: bool = False,
+        frozen: bool = False,
     ) -> list[torch.Tensor]:
         """Every D's logits [B] on the images augmented once (the same DiffAugment and ADA for
         real and fake), each D at its own scale. `wrapped`: through the DDP wrappers (the D
-        phase's own update); otherwise the local modules (frozen use and penalties)."""
+        phase's own update); otherwise the local modules (penalties). `frozen` (the G phase):
+        the first D through its compiled frozen module (`compile_frozen`)."""
         if self.augment:
             images = self.augment(images)
         if self.ada is not None:
@@ -242,6 +264,8 @@ class AdversarialGAN(Algorithm):
         logits = []
         for k, name in enumerate(self.discriminators):
             critic = self.networks[name] if wrapped else self.local(name)
+            if frozen and name == D:
+                critic = self.frozen_d
             seen = view(images, k, mode)
             logits.append(critic(seen) if labels is None else critic(seen, labels))
         return logits
@@ -326,7 +350,8 @@ class AdversarialGAN(Algorithm):
         latents = self._latents(batch_size)
         with self.runtime.autocast():
             fake_images = generate(self.networks[G], latents, labels)
-            parts = [self.objective.g_loss(x) for x in self._critics(fake_images, labels)]
+            critics = self._critics(fake_images, labels, frozen=True)
+            parts = [self.objective.g_loss(x) for x in critics]
             loss, metrics = average(parts)
         metrics |= per_discriminator("g", parts)
         penalty, penalty_metrics = self._g_penalties(batch_size, index)

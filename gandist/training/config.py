@@ -392,6 +392,18 @@ def config_warnings(cfg: Config) -> list[str]:
             "(WGAN-GP, 10) or reg.weight_clip (WGAN, 0.01); otherwise the critic's outputs grow "
             "without bound"
         )
+    optim, decay_start = cfg.optim, cfg.optim.warmup_steps + cfg.optim.decay_after_steps
+    if (
+        optim.lr_schedule != "constant"
+        and optim.decay_after_steps > 0
+        and decay_start >= cfg.train.steps
+    ):
+        warnings.append(
+            f"optim.decay_after_steps={optim.decay_after_steps} (after optim.warmup_steps="
+            f"{optim.warmup_steps}) reaches train.steps={cfg.train.steps}: the "
+            f"optim.lr_schedule={optim.lr_schedule} decay never starts and the rates stay at their "
+            "full value; set optim.decay_after_steps below train.steps (CycleGAN: half of it)"
+        )
     return warnings
 
 

@@ -92,10 +92,11 @@ class CycleGAN(Algorithm):
         return self._d_loss()
 
     def build_stream(self, **kwargs: Any) -> Batches:
-        """One UnpairedStream: a batch of each domain per draw, both positions checkpointed."""
+        """One UnpairedStream: a batch of each domain per draw, both positions checkpointed;
+        on CUDA both domains take the pinned-uint8 path of a single stream."""
         from gandist.data.unpaired import UnpairedStream
 
-        return UnpairedStream(self.cfg.data, **kwargs)
+        return UnpairedStream(self.cfg.data, device=self.runtime.device, **kwargs)
 
     def check_batch(self, batch: dict[str, Any]) -> None:
         if set(batch) != {"a", "b"} or not all("image" in batch[k] for k in ("a", "b")):

@@ -7,8 +7,13 @@ plugin is not used (the launchers pass `--dynamo_backend no`, so a user's `accel
 cannot switch it on behind `train.compile`): it would compile the module that
 `unwrap_model` hands back, and the penalties differentiate that local module twice
 (`autograd.grad(create_graph=True)`, then backward), which AOTAutograd cannot do. Here the
-local modules stay eager: penalties, sampling, evaluation and the G phase's pass through the
-frozen D run eagerly, and checkpoints keep the eager modules' state-dict keys.
+local modules stay eager: penalties, sampling and evaluation run eagerly, and checkpoints keep
+the eager modules' state-dict keys.
+
+The G phase's pass through the frozen D (`compile_frozen`) is a second compiled module over D's
+local module, outside DDP (a frozen D has no gradients to all-reduce): its parameters have
+requires_grad False there, so its graph differentiates the input images alone, once; Dynamo
+guards on requires_grad, so this graph never serves a phase that trains D.
 """
 
 from __future__ import annotations
@@ -74,6 +79,12 @@ def to_channels_last(networks: dict[str, nn.Module]) -> list[str]:
 def compile_networks(networks: dict[str, nn.Module], backend: str) -> dict[str, nn.Module]:
     """`torch.compile` of each prepared (DDP-wrapped, or bare on one process) network."""
     return {name: torch.compile(network, backend=backend) for name, network in networks.items()}
+
+
+def compile_frozen(module: nn.Module, enabled: bool, backend: str) -> nn.Module:
+    """What a phase that does not train `module` runs it through (the G phase's pass through D):
+    its local (eager, un-DDP'd) module, compiled on its own under `train.compile`."""
+    return torch.compile(module, backend=backend) if enabled else module
 
 
 def local_unwrap(accelerator: Accelerator) -> Callable[[nn.Module], nn.Module]:

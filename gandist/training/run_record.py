@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 from gandist.config import to_dict
 from gandist.data.shards import redact_shards
+from gandist.rundir import CONFIG_FILE, checkpoint_root
 from gandist.training.config import Config
 from gandist.training.console import wandb_run_kwargs
 
@@ -33,3 +36,33 @@ def wandb_kwargs(cfg: Config, argv: list[str] | None = None) -> dict[str, Any]:
         log.info("wandb: the command line holds credentials; its metadata is not recorded")
         kwargs["disable_meta"] = True
     return kwargs
+
+
+PRIVATE_UMASK = 0o077
+
+
+def holds_credentials(cfg: Config) -> bool:
+    """Whether `data.shards` or `data.shards_b` carry credentials (what `redact_shards` hides)."""
+    return any(redact_shards(spec) != spec for spec in (cfg.data.shards, cfg.data.shards_b))
+
+
+def keep_credentials_private(cfg: Config) -> bool:
+    """For a run whose shards carry credentials: this process's umask becomes 077, so every file
+    and folder it writes is its owner's alone (mode 0600 / 0700), and a run directory made by an
+    earlier launch is closed the same way. Returns whether the run is private.
+
+    `config.yaml` (the run's, and each checkpoint's) keeps `data.shards` as given, because
+    resume, `gandist eval` and `gandist sample` read the shards from it; everything that is
+    shown or shared (logs, run.json, wandb) is redacted instead.
+    """
+    if not holds_credentials(cfg):
+        return False
+    os.umask(PRIVATE_UMASK)
+    run_dir = Path(cfg.output_dir)
+    if run_dir.is_dir():  # an earlier launch, perhaps without credentials: close it too
+        run_dir.chmod(0o700)
+        for path in [run_dir / CONFIG_FILE, *checkpoint_root(run_dir).glob(f"*/{CONFIG_FILE}")]:
+            if path.is_file():
+                path.chmod(0o600)
+    log.info("data.shards carries credentials: the run directory is private (umask 077)")
+    return True

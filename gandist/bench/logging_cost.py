@@ -1,0 +1,114 @@
+"""`gandist bench logging`: what the per-log-step logging costs, the same short training run
+logging every `train.log_every` steps against one that logs only at its last step.
+
+A log step pays for everything issue 16 asked to log: the D outputs and diversity diagnostics of
+that step, the cross-rank reductions of the window's losses, gradient norms and loss scales per
+updater, the data-wait share and peak memory (one all-reduce each), learning rates, stream
+health, the metrics.jsonl row (and the wandb row under `--wandb`). Between log steps the window
+only sums tensors where they are made. Both runs take the same steps on the same data, so their
+time per step differs only by that cost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from gandist.bench.train import timed_run_overrides
+from gandist.rundir import read_metrics
+from gandist.training.config import load_config
+
+
+def run_seconds(
+    config: str, overrides: list[str], out_dir: Path, num_processes: int
+) -> tuple[float, int]:
+    """Training seconds (`train/hours` of the last log row) and the number of log rows of one
+    run: in this process for one rank, `gandist train --num-processes N` for more."""
+    if num_processes == 1:
+        from accelerate.state import AcceleratorState
+
+        from gandist.training.trainer import Trainer
+
+        Trainer(load_config(config, [*overrides, f"output_dir={out_dir}"])).train()
+        AcceleratorState._reset_state(reset_partial_state=True)
+    else:
+        env = os.environ | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+        command = [
+            sys.executable, "-m", "gandist.cli", "train", config, *overrides,
+            f"output_dir={out_dir}", "--num-processes", str(num_processes),
+        ]  # fmt: skip
+        result = subprocess.run(command, env=env, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    rows = read_metrics(out_dir)
+    logged = [row for row in rows if "train/hours" in row]
+    return logged[-1]["train/hours"] * 3600, len(logged)
+
+
+def bench_logging(
+    config: str,
+    overrides: list[str],
+    steps: int = 200,
+    rounds: int = 3,
+    log_every: int | None = None,
+    num_processes: int = 1,
+    wandb: bool = False,
+) -> dict[str, Any]:
+    """Alternate the two runs (their order swapped each round, so machine noise and warm caches
+    hit both alike) and print the time per step of each and their ratio."""
+    base = load_config(config, [*overrides, "output_dir=unused"])
+    every = log_every or base.train.log_every
+    if not 1 <= every < steps:
+        raise ValueError(f"--log-every {every} must be in [1, --steps {steps})")
+    runs = {"default": every, "quiet": steps}  # quiet: only the last step logs
+    common = [
+        *[o for o in timed_run_overrides(overrides, steps, every) if "log_every" not in o],
+        f"tracking.wandb={str(wandb).lower()}",
+    ]
+    print(
+        f"gandist bench logging: {base.model.name} at {base.data.resolution} px, global batch "
+        f"{base.train.batch_size}, {num_processes} rank(s), {steps} steps x {rounds} rounds; "
+        f"logging every {every} steps against only at step {steps}; wandb "
+        f"{'offline' if wandb else 'off'}",
+        flush=True,
+    )
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    log_rows: dict[str, int] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for index in range(rounds):
+            order = list(runs) if index % 2 == 0 else list(reversed(runs))
+            for name in order:
+                out_dir = Path(tmp) / f"{name}-{index}"
+                run_overrides = [*common, f"train.log_every={runs[name]}"]
+                elapsed, log_rows[name] = run_seconds(config, run_overrides, out_dir, num_processes)
+                seconds[name].append(elapsed)
+            print(
+                f"  round {index + 1}: every {every}: {seconds['default'][-1] / steps * 1e3:7.2f} "
+                f"ms/step   only the last: {seconds['quiet'][-1] / steps * 1e3:7.2f} ms/step",
+                flush=True,
+            )
+    default_s, quiet_s = (statistics.median(seconds[name]) / steps for name in runs)
+    ratio = default_s / quiet_s
+    extra_logs = log_rows["default"] - log_rows["quiet"]
+    per_log_ms = (default_s - quiet_s) * steps / max(1, extra_logs) * 1e3
+    print(
+        f"median: every {every}: {default_s * 1e3:.2f} ms/step, only the last: "
+        f"{quiet_s * 1e3:.2f} ms/step; time with logging / without = {ratio:.3f} "
+        f"({log_rows['default']} against {log_rows['quiet']} log steps: {per_log_ms:.1f} ms "
+        "per log step)"
+    )
+    result = {
+        "log_every": every,
+        "ms_per_step": {name: statistics.median(seconds[name]) / steps * 1e3 for name in runs},
+        "log_rows": log_rows,
+        "ratio": ratio,
+        "ms_per_log_step": per_log_ms,
+    }
+    print(json.dumps(result))
+    return result
