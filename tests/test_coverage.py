@@ -4,6 +4,7 @@ scored by a domain classifier."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import torch
@@ -92,7 +93,13 @@ def test_a_run_evaluated_with_a_domain_classifier_logs_class_coverage(
     for row in evals:
         assert 0.0 <= row["eval/class_coverage"] <= 1.0
         assert 0.0 <= row["eval/class_share_min"] <= 0.1 <= row["eval/class_share_max"] <= 1.0
-    logged = [row for row in wandb_log.history(wandb_log.run_file(run_dir)) if "eval/fid" in row]
+    deadline = time.monotonic() + 60  # wandb's service may still be flushing after finish()
+    while True:
+        history = wandb_log.history(wandb_log.run_file(run_dir))
+        logged = [row for row in history if "eval/fid" in row]
+        if len(logged) == len(evals) or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert [row["eval/class_coverage"] for row in logged] == [
         row["eval/class_coverage"] for row in evals
     ]
