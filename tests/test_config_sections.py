@@ -222,6 +222,9 @@ def test_settings_that_fit_across_sections_load() -> None:
     assert load_config(None, ["train.augment=translation,cutout,color"]).train.augment
     assert load_config(None, ["train.ada_target=0.6"]).train.ada_target == 0.6
     assert load_config(None, [*AUDIO, "train.ada_target=0"]).data.kind == "audio"
+    domain = ["eval.extractor=gandist-domain", "eval.weights_path=digits.pt"]
+    assert load_config(None, domain).eval.weights_path == "digits.pt"
+    assert message(domain[:1]).startswith("eval.extractor=gandist-domain needs eval.weights_path=")
     conditional_audio = ["data.kind=audio", "model.name=conditional-wavegan", "model.num_classes=2"]
     assert load_config(None, conditional_audio).model.num_classes == 2
 
