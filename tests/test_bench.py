@@ -48,7 +48,11 @@ def test_bench_logging_times_the_same_run_logging_often_and_only_at_the_end(
     fast, slow = result["ms_per_step"]["quiet"], result["ms_per_step"]["default"]
     assert fast > 0 and result["ratio"] == pytest.approx(slow / fast)
     assert result["ms_per_log_step"] == pytest.approx((slow - fast) * 6 / 2)
-    assert f"time with logging / without = {result['ratio']:.3f}" in lines[-2]
+    assert f"time with logging / without = {result['ratio']:.3f}" in lines[-3]
+    # Within the logging run: steps 1, 3 and 5 against the log steps 2 and 4 (step 6, the
+    # last, also samples and saves: left out).
+    assert "(medians of 3 and 2)" in lines[-2]
+    assert result["share"] == pytest.approx(result["log_step_extra_ms"] / (2 * result["step_ms"]))
     assert cli.main([*args, "--steps", "6", "--log-every", "6"]) == 2  # nothing to compare
 
 

@@ -165,8 +165,8 @@ def test_eval_is_enabled_by_steps_or_by_images_and_never_by_both() -> None:
     assert not EvalConfig().enabled
     assert EvalConfig(every=1).enabled and EvalConfig(every_images=1).enabled
     assert load_config(None, ["eval.every=1", "eval.every_images=0"]).eval.enabled
-    assert message(["eval.every=1", "eval.every_images=64"]) == (
-        "eval.every=1 and eval.every_images=64 are both set; "
+    assert message(["eval.every=1", "eval.every_images=1"]) == (
+        "eval.every=1 and eval.every_images=1 are both set; "
         "evaluate by steps or by images: set the other one to 0"
     )
 
@@ -201,7 +201,7 @@ IMAGE_FAMILIES = "biggan, conditional, dcgan, mlp, sngan, stylegan2, wgan, wgan-
         (["model.name=wavegan"], "model.name=wavegan generates audio but data.kind=image: choose an image family (" + IMAGE_FAMILIES + ") or set data.kind=audio with audio shards"),
         (["data.kind=audio"], "model.name=dcgan generates images but data.kind=audio: choose an audio family (conditional-wavegan, wavegan) or set data.kind=image with image shards"),
         ([*AUDIO, "train.augment=color"], "train.augment='color' is DiffAugment for images and cannot apply to data.kind=audio: leave it empty; audio D's augmentation is model.phase_shuffle, and reg.gp_weight, reg.r1_gamma, reg.weight_clip and reg.ortho_weight work on audio"),
-        ([*AUDIO, "reg.pl_weight=2"], "reg.pl_weight=2.0 is StyleGAN2's image path-length penalty and cannot apply to data.kind=audio: set it to 0; reg.gp_weight, reg.r1_gamma, reg.weight_clip and reg.ortho_weight work on audio"),
+        ([*AUDIO, "reg.pl_weight=1"], "reg.pl_weight=1.0 is StyleGAN2's image path-length penalty and cannot apply to data.kind=audio: set it to 0; reg.gp_weight, reg.r1_gamma, reg.weight_clip and reg.ortho_weight work on audio"),
         ([*AUDIO, "data.length=65536"], "model.audio_length=16384 but data.length=65536: the model generates clips as long as the ones it trains on; set both to the same"),
     ],
 )  # fmt: skip
@@ -222,6 +222,9 @@ def test_settings_that_fit_across_sections_load() -> None:
     assert load_config(None, ["train.augment=translation,cutout,color"]).train.augment
     assert load_config(None, ["train.ada_target=0.6"]).train.ada_target == 0.6
     assert load_config(None, [*AUDIO, "train.ada_target=0"]).data.kind == "audio"
+    domain = ["eval.extractor=gandist-domain", "eval.weights_path=digits.pt"]
+    assert load_config(None, domain).eval.weights_path == "digits.pt"
+    assert message(domain[:1]).startswith("eval.extractor=gandist-domain needs eval.weights_path=")
     conditional_audio = ["data.kind=audio", "model.name=conditional-wavegan", "model.num_classes=2"]
     assert load_config(None, conditional_audio).model.num_classes == 2
 
@@ -246,6 +249,6 @@ def test_only_wasserstein_without_a_lipschitz_constraint_warns() -> None:
         "(WGAN-GP, 10) or reg.weight_clip (WGAN, 0.01); otherwise the critic's outputs grow "
         "without bound"
     )
-    for cure in ("reg.gp_weight=10", "reg.weight_clip=0.01"):
+    for cure in ("reg.gp_weight=1", "reg.weight_clip=0.01"):  # 1: the bound is > 0, not > 1
         assert config_warnings(load_config(None, ["train.loss=wasserstein", cure])) == []
     assert config_warnings(load_config(None, ["train.loss=hinge"])) == []

@@ -17,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +28,28 @@ from gandist.training.config import load_config
 
 def run_seconds(
     config: str, overrides: list[str], out_dir: Path, num_processes: int
-) -> tuple[float, int]:
-    """Training seconds (`train/hours` of the last log row) and the number of log rows of one
-    run: in this process for one rank, `gandist train --num-processes N` for more."""
+) -> tuple[float, int, list[float]]:
+    """Training seconds (`train/hours` of the last log row), the number of log rows and, in
+    one process, the wall time of each step (from one step's start to the next one's, so a log
+    step's time holds its diagnostics and its log): in this process for one rank,
+    `gandist train --num-processes N` for more (no per-step times then)."""
+    step_s: list[float] = []
     if num_processes == 1:
         from accelerate.state import AcceleratorState
 
         from gandist.training.trainer import Trainer
 
-        Trainer(load_config(config, [*overrides, f"output_dir={out_dir}"])).train()
+        trainer = Trainer(load_config(config, [*overrides, f"output_dir={out_dir}"]))
+        train_step, starts = trainer.train_step, []
+
+        def timed_step() -> dict:
+            starts.append(time.perf_counter())
+            return train_step()
+
+        trainer.train_step = timed_step  # type: ignore[method-assign]
+        trainer.train()
         AcceleratorState._reset_state(reset_partial_state=True)
+        step_s = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     else:
         env = os.environ | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
         command = [
@@ -48,7 +61,7 @@ def run_seconds(
             raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
     rows = read_metrics(out_dir)
     logged = [row for row in rows if "train/hours" in row]
-    return logged[-1]["train/hours"] * 3600, len(logged)
+    return logged[-1]["train/hours"] * 3600, len(logged), step_s
 
 
 def bench_logging(
@@ -80,14 +93,21 @@ def bench_logging(
     )
     seconds: dict[str, list[float]] = {name: [] for name in runs}
     log_rows: dict[str, int] = {}
+    log_step_s: list[float] = []
+    other_step_s: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for index in range(rounds):
             order = list(runs) if index % 2 == 0 else list(reversed(runs))
             for name in order:
                 out_dir = Path(tmp) / f"{name}-{index}"
                 run_overrides = [*common, f"train.log_every={runs[name]}"]
-                elapsed, log_rows[name] = run_seconds(config, run_overrides, out_dir, num_processes)
+                elapsed, log_rows[name], step_s = run_seconds(
+                    config, run_overrides, out_dir, num_processes
+                )
                 seconds[name].append(elapsed)
+                if name == "default":  # step n (1-based) logs when n % every == 0
+                    for n, took in enumerate(step_s, start=1):
+                        (log_step_s if n % every == 0 else other_step_s).append(took)
             print(
                 f"  round {index + 1}: every {every}: {seconds['default'][-1] / steps * 1e3:7.2f} "
                 f"ms/step   only the last: {seconds['quiet'][-1] / steps * 1e3:7.2f} ms/step",
@@ -103,8 +123,22 @@ def bench_logging(
         f"({log_rows['default']} against {log_rows['quiet']} log steps: {per_log_ms:.1f} ms "
         "per log step)"
     )
+    if log_step_s:
+        # Within one run, log steps against the steps between them: timed a few ms apart, so
+        # a machine whose speed drifts (a shared one) affects both alike, unlike two runs.
+        other_ms = statistics.median(other_step_s) * 1e3
+        extra_ms = statistics.median(log_step_s) * 1e3 - other_ms
+        share = extra_ms / (every * other_ms)
+        print(
+            f"within the logging runs: a step {other_ms:.2f} ms, a log step {extra_ms:+.2f} ms "
+            f"more (medians of {len(other_step_s)} and {len(log_step_s)}): logging every {every} "
+            f"steps costs {100 * share:.2f}% of training time"
+        )
     result = {
         "log_every": every,
+        "step_ms": statistics.median(other_step_s) * 1e3 if log_step_s else None,
+        "log_step_extra_ms": extra_ms if log_step_s else None,
+        "share": share if log_step_s else None,
         "ms_per_step": {name: statistics.median(seconds[name]) / steps * 1e3 for name in runs},
         "log_rows": log_rows,
         "ratio": ratio,
