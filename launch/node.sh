@@ -12,6 +12,9 @@
 # (default 127.0.0.1) and GANDIST_MAIN_PORT (default 29500): where machine rank 0 listens.
 # GPUs per node: SLURM_GPUS_ON_NODE (0: gloo ranks on the CPU). Python: $GANDIST_PYTHON, else
 # python3. The launcher replaces this shell (exec), so a signal to the task reaches it directly.
+# Stopping: the stop file ($GANDIST_STOP_FILE, seen by any one node) makes every rank save and
+# every node exit 0. A TERM to every process (scancel, preemption) also makes the ranks save at
+# one agreed step and exit 0, but torchrun's agent then exits 1 (its SignalException).
 set -euo pipefail
 
 if [ $# -lt 1 ]; then

@@ -1,6 +1,6 @@
 """Two nodes on one machine: launch/node.sh (the per-node command slurm/train.sbatch runs) started
 as machine ranks 0 and 1 with 2 gloo ranks each forms one 4-rank run, which saves, resumes as one
-run, and survives a preemption of both nodes."""
+run, stops on the stop file, and survives a TERM to every process of both nodes."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ import torch
 from gandist import checkpoint, rundir
 from tests.conftest import ROOT, subprocess_env, tiny_overrides
 
-pytestmark = [pytest.mark.dist, pytest.mark.slow]  # three 2-node launches: about a minute
+pytestmark = [pytest.mark.dist, pytest.mark.slow]  # four 2-node launches: 2-6 minutes on 2 cores
 
 NODES, PER_NODE = 2, 2
 WORLD = NODES * PER_NODE
