@@ -135,17 +135,22 @@ def cmd_data_tones(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from gandist.data.shards import write_manifest, write_shards
-    from gandist.data.synthetic import TONE_CLASSES, TONE_LENGTH, TONE_RATE_HZ, tone_samples
+    from gandist.data.synthetic import TONE_CLASSES, TONE_RATE_HZ, tone_samples
 
     if args.num < 1:
         print("gandist: error: --num must be >= 1", file=sys.stderr)
         return 2
-    samples = tone_samples(args.num, seed=args.seed, workers=args.workers)
+    if args.length < 1024:
+        print(
+            f"gandist: error: --length must be >= 1024 samples, got {args.length}", file=sys.stderr
+        )
+        return 2
+    samples = tone_samples(args.num, seed=args.seed, workers=args.workers, length=args.length)
     progress = tqdm(samples, total=args.num, desc="tones", unit="clip", disable=args.quiet)
     shards = write_shards(progress, args.out, prefix="tones", max_count=args.shard_size)
     write_manifest(
         args.out, shards, kind="audio", dataset="tones", count=args.num, seed=args.seed,
-        sample_rate=TONE_RATE_HZ, length=TONE_LENGTH, classes=list(TONE_CLASSES),
+        sample_rate=TONE_RATE_HZ, length=args.length, classes=list(TONE_CLASSES),
     )  # fmt: skip
     print(f"wrote {args.num} tones in {len(shards)} shards to {args.out}")
     return 0
@@ -484,6 +489,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = synth_sub.add_parser("tones", help="labelled audio: notes and hits of 8 timbres, 16 kHz")
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--num", type=int, default=8000)
+    p.add_argument(
+        "--length",
+        type=int,
+        default=16384,
+        help="samples per clip (16384: 1.02 s; 4096: 0.26 s, for short CPU runs)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--shard-size", type=int, default=500, help="samples per shard")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)

@@ -149,7 +149,8 @@ def _harmonics(
 def render_tone(rng: np.random.Generator, label: int, num: int = TONE_LENGTH) -> np.ndarray:
     """One note or hit of class `TONE_CLASSES[label]`, float32 [num] in [-1, 1], at 16 kHz."""
     rate = TONE_RATE_HZ
-    onset = int(rng.uniform(0.0, 0.15) * rate)
+    # Up to 0.15 s of silence before the onset (less in clips shorter than a second).
+    onset = int(rng.uniform(0.0, 0.15) * min(rate, num))
     n = num - onset
     t = np.arange(n) / rate
     freq = 440.0 * 2 ** ((rng.integers(36, 85) - 69) / 12)  # MIDI notes C2..C6
@@ -185,19 +186,22 @@ def render_tone(rng: np.random.Generator, label: int, num: int = TONE_LENGTH) ->
     return np.concatenate([np.zeros(onset), wave]).astype(np.float32)
 
 
-def tone_sample(index: int, seed: int = 0) -> dict[str, Any]:
-    """The WebDataset sample (`flac` bytes + integer `cls`) at `index`, deterministic from `seed`."""
+def tone_sample(index: int, seed: int = 0, length: int = TONE_LENGTH) -> dict[str, Any]:
+    """The WebDataset sample (`flac` bytes + integer `cls`) at `index`, deterministic from `seed`:
+    a clip of `length` samples at 16 kHz."""
     from gandist.data.audio import encode_flac
 
     rng = np.random.default_rng([seed, index])
     label = int(rng.integers(len(TONE_CLASSES)))
-    clip = render_tone(rng, label)
+    clip = render_tone(rng, label, length)
     return {"__key__": f"{index:08d}", "flac": encode_flac(clip, TONE_RATE_HZ), "cls": label}
 
 
-def tone_samples(num: int, seed: int = 0, workers: int = 1) -> Iterator[dict[str, Any]]:
-    """Yield `num` tone samples in index order, rendered by `workers` processes."""
-    render = functools.partial(tone_sample, seed=seed)
+def tone_samples(
+    num: int, seed: int = 0, workers: int = 1, length: int = TONE_LENGTH
+) -> Iterator[dict[str, Any]]:
+    """Yield `num` tone samples of `length` samples in index order, rendered by `workers` processes."""
+    render = functools.partial(tone_sample, seed=seed, length=length)
     if workers <= 1:
         yield from map(render, range(num))
         return

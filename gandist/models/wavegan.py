@@ -26,7 +26,7 @@ KERNEL, STRIDE = 25, 4
 PADDING = 11  # (kernel - stride) // 2 + 1 with output_padding 1: the length is exactly x4 (or /4)
 START_FRAMES = 16
 """Frames of G's first feature map (and of D's last), as in the paper."""
-LENGTHS = {16384: 5, 65536: 6}
+LENGTHS = {4096: 4, 16384: 5, 65536: 6}
 """Supported clip lengths and their number of stride-4 layers (16 x 4^layers samples)."""
 
 
@@ -64,6 +64,36 @@ class PhaseShuffle(nn.Module):
         return windows[torch.arange(batch, device=x.device), :, n - shifts]  # [B, C, L]
 
 
+def init_weights(network: nn.Module, output: nn.Module) -> None:
+    """He-normal weights counted over the taps that really meet at one output, and zero biases.
+
+    torch's defaults shrink the signal about 3.5x per transposed convolution here (their fan-in
+    ignores the stride: only kernel / 4 taps reach each output sample) while every layer adds
+    its bias, so an untrained G drew the same bias-made buzz whatever z (spread across latents
+    5% of the loudness) and training started from there. With these, z decides the output from
+    step 0 (the paper's TensorFlow code also starts biases at zero). The `output` layer gets
+    gain 1 rather than ReLU's 2, and a tenth of it in G, so clips start quiet instead of
+    clipping in tanh.
+    """
+    for module in network.modules():
+        if isinstance(module, (nn.Conv1d, nn.ConvTranspose1d, nn.Linear)):
+            if isinstance(module, nn.Linear):
+                fan_in = module.in_features
+            else:
+                fan_in = module.in_channels * module.kernel_size[0]
+                if isinstance(module, nn.ConvTranspose1d):
+                    fan_in //= module.stride[0]
+            gain = 1.0 if module is output else 2.0
+            std = (gain / fan_in) ** 0.5
+            if module is output and isinstance(module, nn.ConvTranspose1d):
+                std *= OUTPUT_SCALE
+            nn.init.normal_(module.weight, 0.0, std)
+            nn.init.zeros_(module.bias)
+
+
+OUTPUT_SCALE = 0.1
+
+
 class WaveGANGenerator(nn.Module):
     """G(z) or G(z, labels) -> clips [B, 1, L] in [-1, 1]."""
 
@@ -80,6 +110,7 @@ class WaveGANGenerator(nn.Module):
                 nn.ConvTranspose1d(fan_in, fan_out, KERNEL, STRIDE, PADDING, output_padding=1)
             )
         self.convs = nn.ModuleList(convs)
+        init_weights(self, output=self.convs[-1])
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if self.embed is not None:
@@ -107,6 +138,7 @@ class WaveGANDiscriminator(nn.Module):
         features = START_FRAMES * widths[-1]
         self.linear = nn.Linear(features, 1)
         self.embed = nn.Embedding(num_classes, features) if num_classes else None
+        init_weights(self, output=self.linear)
 
     def forward(self, clips: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
         if clips.shape[1:] != (1, self.length):
