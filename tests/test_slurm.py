@@ -19,6 +19,7 @@ from tests.slurm_cluster import GRACE_TIME_S, Cluster, SlurmUnavailable, start_c
 pytestmark = pytest.mark.dist
 
 STOP_RUN_STEPS = 120
+STOP_CHECK_EVERY = 20  # the preemption test: room for a second TERM before the save
 
 
 @pytest.fixture(scope="module")
@@ -252,7 +253,8 @@ def test_preemption_with_a_grace_time_checkpoints_within_it_and_the_requeued_job
     overrides = tiny_overrides(
         run_dir, glyph_shards,
         **{"train.steps": STOP_RUN_STEPS, "train.checkpoint_every": 1000, "train.sample_every": 1000,
-           "train.stop_check_every": 2, "data.num_workers": 1, "tracking.wandb": False},
+           "train.stop_check_every": STOP_CHECK_EVERY, "data.num_workers": 1,
+           "tracking.wandb": False},
     )  # fmt: skip
     job = submit(
         cluster, "--cpus-per-task=2", f"--output={log}", "slurm/train.sbatch",
@@ -273,7 +275,8 @@ def test_preemption_with_a_grace_time_checkpoints_within_it_and_the_requeued_job
     while "SIGTERM received: checkpointing" not in log.read_text():
         assert time.monotonic() < deadline, f"no SIGTERM reached a rank\n{cluster.logs()}"
         time.sleep(0.05)
-    # Slurm's second TERM comes at the grace's end; send one now, during the stop and save.
+    # Slurm's second TERM comes at the grace's end; send one now, while the ranks train on to
+    # their next agreed stop step (up to STOP_CHECK_EVERY steps away) and save.
     cluster.command("scancel", "--signal=TERM", job)
 
     (state,) = wait_for(
@@ -285,7 +288,9 @@ def test_preemption_with_a_grace_time_checkpoints_within_it_and_the_requeued_job
     assert ended_in_s < GRACE_TIME_S, f"the job was killed at the grace's end\n{cluster.logs()}"
     (stopped,) = rundir_checkpoints(run_dir)
     stop_step = int(stopped.name.removeprefix("step-"))
-    assert 0 < stop_step < STOP_RUN_STEPS and stop_step % 2 == 0, log.read_text()[-6000:]
+    assert 0 < stop_step < STOP_RUN_STEPS and stop_step % STOP_CHECK_EVERY == 0, log.read_text()[
+        -6000:
+    ]
     assert len(list(stopped.glob("rank-*.pt"))) == 2
     assert (stopped / "COMPLETE").stat().st_mtime - preempted_at < GRACE_TIME_S
     text = log.read_text()
