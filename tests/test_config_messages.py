@@ -112,3 +112,30 @@ def test_a_config_file_that_holds_a_list_or_a_scalar_is_one_line(tmp_path: Path)
     with pytest.raises(ConfigError) as caught:
         load_config(scalar)
     assert str(caught.value) == f"cannot read {scalar}: Invalid loaded object type: int"
+
+
+@dataclasses.dataclass
+class _Inner:
+    rate: float = 0.5
+    """A rate,
+    over two lines."""
+    undocumented: int = 3
+
+
+@dataclasses.dataclass
+class _Root:
+    name: str | None = None
+    """The name."""
+    inner: _Inner = dataclasses.field(default_factory=_Inner)
+
+
+def test_the_reference_table_has_one_row_per_field_with_its_default_and_docstring() -> None:
+    from gandist.config import reference_markdown
+
+    assert reference_markdown(_Root()).splitlines() == [
+        "| key | default | meaning |",
+        "| --- | --- | --- |",
+        "| `name` | `null` | The name. |",
+        "| `inner.rate` | `0.5` | A rate, over two lines. |",
+        "| `inner.undocumented` | `3` |  |",
+    ]
