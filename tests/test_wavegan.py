@@ -434,3 +434,23 @@ def test_fid_kid_is_score_wavegan_clips_in_training_and_in_gandist_eval_alike(
     # Image extractors are refused for audio before any work, naming what scores audio.
     assert cli.main(["eval", str(run_dir), "eval.extractor=inception-v3-compat"]) == 2
     assert "scores images, but data.kind=audio" in capsys.readouterr().err
+
+
+def test_tones_of_4096_samples_train_the_4096_sample_wavegan(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    shards = tmp_path / "tones"
+    args = ["data", "synth", "tones", "--out", str(shards), "--num", "16", "--workers", "1"]
+    assert cli.main([*args, "--length", "4096", "--quiet"]) == 0
+    assert json.loads((shards / "manifest.json").read_text())["length"] == 4096
+    wave, rate = soundfile.read(io.BytesIO(first_flac(shards)), dtype="float32")
+    assert (wave.shape, rate) == ((4096,), 16000) and np.abs(wave).max() > 0.2
+    cfg = wavegan_config(
+        tmp_path / "run",
+        shards,
+        **{"model.audio_length": 4096, "data.length": 4096, "train.steps": 1},
+    )
+    metrics = Trainer(cfg).train_step()
+    assert math.isfinite(float(metrics["d_loss"])) and math.isfinite(float(metrics["g_loss"]))
+    assert cli.main([*args, "--length", "100"]) == 2
+    assert "--length must be >= 1024 samples, got 100" in capsys.readouterr().err

@@ -116,10 +116,6 @@ def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int) -> torch.Tensor:
     return torch.minimum(rising, falling).clamp_min(0.0).float()
 
 
-FLOOR_DB = 60.0
-"""Dynamic range of the audio extractor's log-mel input: dB below a full-scale sine."""
-
-
 class AudioClassifier(nn.Module):
     """A small 1-D CNN: waveforms [B, 1, L] in [-1, 1] -> (features [B, feature_dim], logits [B, K]).
 
@@ -142,7 +138,6 @@ class AudioClassifier(nn.Module):
         n_mels: int = 40,
         n_fft: int = 512,
         hop: int = 128,
-        floor_db: float | None = FLOOR_DB,
     ) -> None:
         super().__init__()
         self.hparams = {
@@ -154,13 +149,7 @@ class AudioClassifier(nn.Module):
             "n_mels": n_mels,
             "n_fft": n_fft,
             "hop": hop,
-            "floor_db": floor_db,
         }
-        # The power a full-scale sine puts in its STFT bin, (sum(window) / 2)^2 (n_fft^2 / 16
-        # for a Hann window); the log-mel floor sits floor_db below it. Quieter is silence: a
-        # floor 100 dB down (what a tiny constant gives) lets inaudible hiss decide the features.
-        full_scale = (n_fft / 4) ** 2
-        self.log_floor = 1e-6 if floor_db is None else full_scale * 10 ** (-floor_db / 10)
         # Derived from the hparams, so not saved: a file holds learned weights only.
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
         self.register_buffer("mel", mel_filterbank(sample_rate, n_fft, n_mels), persistent=False)
@@ -193,7 +182,7 @@ class AudioClassifier(nn.Module):
             return_complex=True,
         )
         power = spec.real.square() + spec.imag.square()  # [B, n_fft // 2 + 1, frames]
-        return torch.log(torch.matmul(self.mel, power) + self.log_floor)
+        return torch.log(torch.matmul(self.mel, power) + 1e-6)
 
     def forward(self, waveforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         hidden = self.body(self.log_mel(waveforms))  # [B, ch, frames]
@@ -253,10 +242,7 @@ def load_classifier(path: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]
     kind = payload.get("kind", payload.get("modality"))  # files from before audio say `modality`
     if kind not in CLASSIFIERS:
         raise ValueError(f"{path}: unknown kind {kind!r}; known: {sorted(CLASSIFIERS)}")
-    hparams = dict(payload["hparams"])
-    if kind == "audio":
-        hparams.setdefault("floor_db", None)  # files from before the floor: a 1e-6 constant
-    model = CLASSIFIERS[kind](**hparams)
+    model = CLASSIFIERS[kind](**payload["hparams"])
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload.get("info", {})
 

@@ -33,7 +33,7 @@ class ModelConfig:
     res_blocks: int = 9
     """cyclegan: residual blocks of the ResNet translator (the paper: 6 at 128 px, 9 at 256 px and above)."""
     audio_length: int = 16384
-    """wavegan: samples per generated clip, 16384 (1.02 s at 16 kHz) or 65536 (4.1 s, one more layer in G and D); must equal data.length."""
+    """wavegan: samples per generated clip, 16384 (1.02 s at 16 kHz), 65536 (4.1 s, one more layer in G and D) or 4096 (0.26 s, one fewer: short CPU runs); must equal data.length."""
     phase_shuffle: int = 2
     """wavegan: D shifts each layer's activations by a random -n..n samples (reflect padding) so it cannot key on G's periodic artefacts; 0 disables it."""
     num_discriminators: int = 1
