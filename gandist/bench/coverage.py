@@ -62,8 +62,9 @@ def coverage_of(run_dir: Path, classifier_path: Path, num: int) -> tuple[float, 
 
 
 def final_fid(run_dir: Path) -> float:
+    """The last evaluation's FID; NaN for a run stopped before its last step."""
     rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [row["eval/fid"] for row in rows if "eval/fid" in row][-1]
+    return next((row["eval/fid"] for row in reversed(rows) if "eval/fid" in row), float("nan"))
 
 
 def main(argv: list[str] | None = None) -> None:
