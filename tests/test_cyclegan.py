@@ -312,6 +312,7 @@ def test_translate_refuses_a_noise_generator_run(tmp_path: Path, glyph_shards: P
     assert "needs a run of train.algorithm=cyclegan" in result.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.dist
 def test_translation_scores_are_the_same_on_one_and_two_ranks(evaluated_run: Path) -> None:
     overrides = [f"{k}={v}" for k, v in eval_overrides(
@@ -329,6 +330,7 @@ def test_translation_scores_are_the_same_on_one_and_two_ranks(evaluated_run: Pat
         assert two[key] == pytest.approx(one[key], rel=1e-5), key
 
 
+@pytest.mark.slow
 @pytest.mark.dist
 def test_two_rank_cyclegan_stop_and_resume_is_bit_exact_in_both_streams(
     tmp_path: Path, glyph_domains: Path

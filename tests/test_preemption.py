@@ -132,7 +132,7 @@ def start_group(command: list[str], log: Path) -> subprocess.Popen:
         )
 
 
-@pytest.mark.parametrize("num_processes", [1, 2])
+@pytest.mark.parametrize("num_processes", [1, pytest.param(2, marks=pytest.mark.slow)])
 def test_sigterm_twice_to_the_whole_process_group_checkpoints_and_exits_0(
     tmp_path: Path, glyph_shards: Path, num_processes: int
 ) -> None:

@@ -99,6 +99,7 @@ def test_sbatch_trains_two_cpu_ranks_and_writes_the_run_directory(
     assert "on 1 node(s) x 2 rank(s)" in log.read_text()
 
 
+@pytest.mark.slow
 def test_usr1_checkpoints_requeues_and_the_job_resumes_the_same_run(
     cluster: Cluster, tmp_path: Path, glyph_shards: Path
 ) -> None:
