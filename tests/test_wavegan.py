@@ -479,12 +479,16 @@ SHORT_STEPS = 800
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, 1, 2])
 def test_fid_in_the_tone_classifier_space_drops_from_untrained_to_briefly_trained_wavegan(
     tmp_path: Path, short_tones: tuple[Path, Path], seed: int
 ) -> None:
-    """configs/wavegan-short.yaml as shipped (nonsaturating + R1, one D step, Adam 1e-3: the
-    paper's WGAN-GP only makes G loud noise in a short run, which scores worse than untrained).
+    """configs/wavegan-short.yaml as shipped: 800 steps, FID through the Trainer's own evaluation.
+
+    The short run uses the nonsaturating loss with R1, one D step per G step and Adam 1e-3, a
+    user setting: the paper's WGAN-GP (configs/wavegan.yaml) first makes G loud broadband noise,
+    which in a short run scores worse than the quiet untrained G (README, audio section). Measured
+    on 2 cores: untrained 485 / 479 / 484, step 800 283 / 303 / 333 for seeds 0 / 1 / 2.
     """
     from gandist.metrics.evaluate import Evaluator
 
@@ -504,8 +508,7 @@ def test_fid_in_the_tone_classifier_space_drops_from_untrained_to_briefly_traine
     trainer = Trainer(cfg)
     untrained = Evaluator(cfg.eval, cfg.data).evaluate(trainer.algorithm.eval_generator())
     trainer.train()
-    rows = [r for r in rundir.read_metrics(run_dir) if "eval/fid" in r]
-    print("untrained", untrained["eval/fid"], [(r["step"], round(r["eval/fid"], 1)) for r in rows])
-    trained = rows[-1]
-    assert trained["step"] == SHORT_STEPS
-    assert trained["eval/fid"] < 0.8 * untrained["eval/fid"], (untrained, trained)
+    curve = [(r["step"], r["eval/fid"]) for r in rundir.read_metrics(run_dir) if "eval/fid" in r]
+    assert curve[-1][0] == SHORT_STEPS
+    # The fall is not smooth step to step, so ask for a clear drop at the end, not a curve.
+    assert curve[-1][1] < 0.8 * untrained["eval/fid"], (untrained["eval/fid"], curve)
