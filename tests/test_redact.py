@@ -69,10 +69,18 @@ def test_a_training_run_records_and_logs_its_shards_without_their_secrets(
     run_dir = tmp_path / "run"
     overrides = tiny_overrides(run_dir, glyph_shards, **{"data.max_bad_fraction": 0.5})
     overrides = [o for o in overrides if not o.startswith("data.shards=")]
-    result = run(
-        [sys.executable, "-m", "gandist.cli", "train", "configs/dcgan.yaml", *overrides,
-         f"data.shards={shards}", "train.steps=8"],  # 64 samples: past the good shard's 32
-    )  # fmt: skip
+    # A wandb service of this process (umask 022), whose token wandb hands to child processes
+    # in WANDB_SERVICE: the private run must not let it write its files.
+    import wandb
+
+    wandb.setup()
+    try:
+        result = run(
+            [sys.executable, "-m", "gandist.cli", "train", "configs/dcgan.yaml", *overrides,
+             f"data.shards={shards}", "train.steps=8"],  # 64 samples: past the good shard's 32
+        )  # fmt: skip
+    finally:
+        wandb.teardown()
     assert "s3cr3t" not in result.stdout + result.stderr
     assert "API_TOKEN=***" in result.stderr  # the missing shard was logged, redacted
     info = json.loads((run_dir / "run.json").read_text())
@@ -88,7 +96,8 @@ def test_a_training_run_records_and_logs_its_shards_without_their_secrets(
     assert len(configs) > 1 and all(b"s3cr3t" in p.read_bytes() for p in configs)
     assert {oct(p.stat().st_mode & 0o777) for p in configs} == {"0o600"}
     assert oct(run_dir.stat().st_mode & 0o777) == "0o700"
-    assert all(p.stat().st_mode & 0o077 == 0 for p in run_dir.rglob("*")), "a file others may read"
+    readable = [p for p in run_dir.rglob("*") if p.stat().st_mode & 0o077]
+    assert not readable, f"files others may read: {readable}"
 
 
 def test_an_earlier_run_directory_is_closed_when_credentials_arrive(tmp_path: Path) -> None:

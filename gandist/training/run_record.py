@@ -58,6 +58,10 @@ def keep_credentials_private(cfg: Config) -> bool:
     if not holds_credentials(cfg):
         return False
     os.umask(PRIVATE_UMASK)
+    # A wandb service started by a parent process (its token in WANDB_SERVICE, which wandb
+    # hands to child processes) would write this run's wandb files with that process's umask:
+    # the run starts its own service instead, under this one.
+    os.environ.pop("WANDB_SERVICE", None)
     run_dir = Path(cfg.output_dir)
     if run_dir.is_dir():  # an earlier launch, perhaps without credentials: close it too
         run_dir.chmod(0o700)
