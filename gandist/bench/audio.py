@@ -8,10 +8,7 @@ G step, (n_critic + 1) x the global batch, each data.length / data.sample_rate s
 from __future__ import annotations
 
 import itertools
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,7 +16,7 @@ from typing import Any
 
 import torch
 
-from gandist.bench.train import timed_run_overrides
+from gandist.bench.train import timed_run_overrides, train_in_subprocesses
 from gandist.data.loader import build_loader
 from gandist.losses import gradient_penalty, interpolate
 from gandist.registry import MODELS
@@ -78,14 +75,7 @@ def trainer_ranks(
     config: str, overrides: list[str], num_processes: int, out_dir: Path
 ) -> list[float]:
     """Generated clips/s of `gandist train --num-processes N` per log window (1 thread a rank)."""
-    env = os.environ | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    command = [
-        sys.executable, "-m", "gandist.cli", "train", config, *overrides,
-        f"output_dir={out_dir}", "--num-processes", str(num_processes),
-    ]  # fmt: skip
-    result = subprocess.run(command, env=env, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+    train_in_subprocesses(config, overrides, num_processes, out_dir)
     cfg = load_config(out_dir / "config.yaml")
     per_real = (cfg.train.n_critic + 1) / cfg.train.n_critic  # images_per_s counts real clips
     return [row["perf/images_per_s"] * per_real for row in read_metrics(out_dir)]

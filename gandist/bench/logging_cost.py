@@ -12,16 +12,13 @@ time per step differs only by that cost.
 from __future__ import annotations
 
 import json
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
-from gandist.bench.train import timed_run_overrides
+from gandist.bench.train import timed_run_overrides, train_in_subprocesses
 from gandist.rundir import read_metrics
 from gandist.training.config import load_config
 
@@ -51,14 +48,7 @@ def run_seconds(
         AcceleratorState._reset_state(reset_partial_state=True)
         step_s = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     else:
-        env = os.environ | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-        command = [
-            sys.executable, "-m", "gandist.cli", "train", config, *overrides,
-            f"output_dir={out_dir}", "--num-processes", str(num_processes),
-        ]  # fmt: skip
-        result = subprocess.run(command, env=env, capture_output=True, text=True)
-        if result.returncode != 0:
-            raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
+        train_in_subprocesses(config, overrides, num_processes, out_dir)
     rows = read_metrics(out_dir)
     logged = [row for row in rows if "train/hours" in row]
     return logged[-1]["train/hours"] * 3600, len(logged), step_s

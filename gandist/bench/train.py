@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator
@@ -44,6 +47,21 @@ def timed_run_overrides(overrides: list[str], steps: int, window: int) -> list[s
         f"train.sample_every={steps}",
         f"train.checkpoint_every={steps}",
     ]
+
+
+def train_in_subprocesses(
+    config: str, overrides: list[str], num_processes: int, out_dir: Path
+) -> None:
+    """`gandist train --num-processes N` into `out_dir`, one thread a rank, wandb offline; its
+    figures are read back from out_dir's metrics.jsonl."""
+    env = os.environ | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    command = [
+        sys.executable, "-m", "gandist.cli", "train", config, *overrides,
+        f"output_dir={out_dir}", "--num-processes", str(num_processes),
+    ]  # fmt: skip
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
 
 
 def streamed_batches(cfg: Config) -> Iterator[dict[str, Any]]:
