@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 from accelerate.state import AcceleratorState
+from bitexact import differences, trainer_state  # a sibling: torchrun puts this folder on sys.path
 
 from gandist.training.algorithm import Phase
 from gandist.training.config import load_config
@@ -50,36 +49,11 @@ def snapshot(trainer: Trainer) -> dict[str, object]:
     algorithm = trainer.algorithm
     return {
         **{name: algorithm.local(name).state_dict() for name in algorithm.networks},
-        "adam": [
-            [s[k] for s in u.torch_optimizer.state.values() for k in ("exp_avg", "exp_avg_sq")]
-            for u in trainer.updaters.values()
-        ],
-        "lr": [u.learning_rate for u in trainer.updaters.values()],
         "pools": {name: pool.images for name, pool in algorithm.pools.items()},
-        "torch_rng": torch.get_rng_state(),
-        "python_rng": list(random.getstate()[1]),
-        "numpy_rng": torch.from_numpy(np.random.get_state()[1].astype(np.int64)),
         "data_a": trainer.data.state_dict()["a"]["position"],
         "data_b": trainer.data.state_dict()["b"]["position"],
-        "step": trainer.progress.step,
-        "images_seen": trainer.progress.images_seen,
+        **trainer_state(trainer),
     }
-
-
-def differences(a: object, b: object, where: str = "") -> list[str]:
-    if isinstance(a, dict):
-        return [d for key in a for d in differences(a[key], b[key], f"{where}.{key}")]
-    if isinstance(a, list):
-        if len(a) != len(b):
-            return [where]
-        return [
-            d
-            for i, (x, y) in enumerate(zip(a, b, strict=True))
-            for d in differences(x, y, f"{where}[{i}]")
-        ]
-    if isinstance(a, torch.Tensor):
-        return [] if a.dtype == b.dtype and torch.equal(a, b) else [where]
-    return [] if a == b else [f"{where}: {a} != {b}"]
 
 
 def main() -> None:
