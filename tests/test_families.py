@@ -32,7 +32,8 @@ FAMILIES = [
     "mlp",
 ]
 FP16_RUNS = ["stylegan2:fp16", "wgan-gp:fp16"]  # penalties (R1, path length, GP) under fp16
-RUNS = [*FAMILIES, *(spec.replace(":", "-") for spec in FP16_RUNS)]
+VARIANT_RUNS = ["dcgan-md2"]  # two discriminators, R1, LeCam and the mode-seeking term
+RUNS = [*FAMILIES, *(spec.replace(":", "-") for spec in FP16_RUNS), *VARIANT_RUNS]
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +44,7 @@ def families_run(glyph_shards: Path, tmp_path_factory: pytest.TempPathFactory) -
         [
             sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
             str(ROOT / "tests/scripts/train_families.py"), str(glyph_shards), str(out),
-            *FAMILIES, *FP16_RUNS,
+            *FAMILIES, *FP16_RUNS, *VARIANT_RUNS,
         ],
         timeout=400,
     )  # fmt: skip
@@ -73,10 +74,11 @@ def test_family_trains_on_two_ranks_with_finite_losses(families_run: Path, run_n
 def test_family_weights_identical_across_ranks(families_run: Path, run_name: str) -> None:
     rank0 = torch.load(families_run / run_name / "rank0.pt")
     rank1 = torch.load(families_run / run_name / "rank1.pt")
-    # Training changed G and D, so equal weights are DDP's doing, not untouched initial values.
-    assert rank0["moved"] == {"generator": True, "discriminator": True}
+    trained = ["generator", "discriminator"] + (["discriminator_1"] if "md2" in run_name else [])
+    # Training changed G and every D, so equal weights are DDP's doing, not untouched initial values.
+    assert rank0["moved"] == dict.fromkeys(trained, True)
     rank0, rank1 = rank0["weights"], rank1["weights"]
-    assert set(rank0) == {"generator", "discriminator", "ema"}
+    assert set(rank0) == {*trained, "ema"}
     for module, params in rank0.items():
         for name, value in params.items():
             assert torch.equal(value, rank1[module][name]), f"{run_name} {module}.{name} differs"
@@ -96,6 +98,7 @@ def test_penalties_logged_where_enabled(families_run: Path) -> None:
         last("wgan-gp")["train/gp"],
         last("biggan")["train/ortho"],
         last("dcgan")["train/d_grad_norm"],
+        *(last("dcgan-md2")[f"train/{key}"] for key in ("r1", "lecam", "mode_seeking", "d1_loss")),
     ]
     assert all(math.isfinite(value) and value > 0 for value in values), values
 

@@ -52,12 +52,27 @@ PER_FAMILY = {
     # R1 on every D step and path length on every G step, so both run in two steps.
     "stylegan2": {"reg.r1_every": 1, "reg.r1_gamma": 1.0, "reg.pl_weight": 2.0, "reg.pl_every": 1},
 }
+# Runs of a family's config with more switched on: (config, overrides).
+VARIANTS = {
+    # Two discriminators at two scales with every D penalty and the mode-seeking term for G.
+    "dcgan-md2": (
+        "dcgan",
+        {
+            "model.num_discriminators": 2,
+            "reg.r1_gamma": 1.0,
+            "reg.r1_every": 1,
+            "reg.lecam_weight": 0.3,
+            "reg.diversity_weight": 1.0,
+        },
+    ),
+}
 
 
 def run_family(spec: str, shards: Path, out: Path) -> dict:
     family, _, precision = spec.partition(":")
     run_name = family + (f"-{precision}" if precision else "")
-    values = COMMON | PER_FAMILY.get(family, {})
+    family, extra = VARIANTS.get(spec, (family, {}))
+    values = COMMON | PER_FAMILY.get(family, {}) | extra
     values |= {"output_dir": out / run_name, "data.shards": shards}
     if precision:
         # GradScaler starts at 2**16 and halves on each overflowing step: give it a few steps.
@@ -69,21 +84,18 @@ def run_family(spec: str, shards: Path, out: Path) -> dict:
     trainer = Trainer(cfg)
     # end_training() would destroy the process group the next family needs.
     trainer.accelerator.end_training = lambda: [t.finish() for t in trainer.accelerator.trackers]
+    trained = [
+        name for name in trainer.algorithm.networks if name.startswith(("generator", "discrim"))
+    ]
     initial = {
-        name: [p.detach().clone() for p in module.parameters()]
-        for name, module in (
-            ("generator", trainer.algorithm.networks["generator"]),
-            ("discriminator", trainer.algorithm.networks["discriminator"]),
-        )
+        name: [p.detach().clone() for p in trainer.algorithm.networks[name].parameters()]
+        for name in trained
     }
     trainer.train()
     rank = trainer.accelerator.process_index
     # Parameters, not buffers: BatchNorm statistics are per rank under DDP (each rank updates
     # them from its own batch after DDP broadcasts rank 0's), and checkpoints keep rank 0's.
-    modules = {
-        "generator": trainer.algorithm.local("generator"),
-        "discriminator": trainer.algorithm.local("discriminator"),
-    }
+    modules = {name: trainer.algorithm.local(name) for name in trained}
     if trainer.algorithm.ema is not None:
         modules["ema"] = trainer.algorithm.ema.module
     weights = {
