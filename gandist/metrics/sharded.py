@@ -182,7 +182,8 @@ class SampleFormat:
         Images stay the uint8 they decode to, exactly what `to_extractor_input` gives for the
         same image scaled to [-1, 1]; grayscale is repeated to 3 channels as there.
         """
-        value = torch.from_numpy(np.ascontiguousarray(self._decoder.decode(sample)))
+        array = self._decoder.decode(sample)  # may be a read-only view of the decoded buffer
+        value = torch.from_numpy(np.require(array, requirements=("C", "W")))
         if self.kind == "image" and value.shape[0] == 1:
             return value.expand(3, -1, -1)
         return value
