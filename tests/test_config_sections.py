@@ -93,6 +93,7 @@ def message(overrides: list[str]) -> str:
         ("train.checkpoints_total_limit=0", "train.checkpoints_total_limit must be >= 1, got 0"),
         ("train.n_critic=0", "train.n_critic must be >= 1, got 0"),
         ("train.ema_half_life_images=-1", "train.ema_half_life_images must be >= 0, got -1"),
+        ("train.ema_rampup=-0.1", "train.ema_rampup must be >= 0 (0.05 in StyleGAN2-ADA, 0: off), got -0.1"),
         ("train.ada_target=-0.1", "train.ada_target must be in [0, 1) (0.6 in the paper, 0: off), got -0.1"),
         ("train.ada_target=1", "train.ada_target must be in [0, 1) (0.6 in the paper, 0: off), got 1.0"),
         ("train.ada_interval=0", "train.ada_interval must be >= 1, got 0"),

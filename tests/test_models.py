@@ -89,6 +89,21 @@ def test_conditional_generator_output_depends_on_the_label(name: str) -> None:
     assert generator.num_classes == 5
 
 
+def test_conditional_generator_starts_from_grey_images_not_saturated_noise() -> None:
+    """DCGAN's N(0, 0.02) init: PyTorch's default init made a quarter of the first images'
+    pixels saturate the tanh (black-and-white noise D rejected at once; G still drew noise
+    after 150 steps). Now it starts like dcgan: small, grey, unsaturated images."""
+    cfg = load_config("configs/conditional.yaml")
+    generator, _ = _build(cfg.model, cfg.data.resolution, 1)
+    z = torch.randn(64, cfg.model.latent_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        images = generator(
+            z, torch.arange(64) % cfg.model.num_classes
+        )  # train mode, as in G's step
+    assert (images.abs() > 0.95).float().mean() < 0.01
+    assert 0.05 < images.std() < 0.5
+
+
 def test_conditional_families_build_only_with_num_classes() -> None:
     # A config may leave it 0 (`gandist train` takes it from the shards); building may not.
     for name in ("conditional", "biggan"):

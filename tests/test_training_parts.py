@@ -84,6 +84,47 @@ def test_ema_is_a_frozen_eval_copy_that_moves_only_on_update() -> None:
         torch.testing.assert_close(p, torch.full_like(p, 0.75))
 
 
+def test_ema_rampup_copies_g_at_the_start_and_caps_the_half_life_by_images_seen() -> None:
+    """StyleGAN2-ADA's ema_rampup: half-life min(half_life, rampup x images G trained on)."""
+    ema = GeneratorEMA(_net(0.0), half_life_images=10000, rampup=0.05)
+    assert ema.half_life(0) == 0.0
+    assert ema.half_life(6400) == pytest.approx(320.0)  # 0.05 x 6400, well under 10000
+    assert ema.half_life(10**6) == 10000.0  # the ramp is over: the configured half-life
+    assert ema.decay(64, images_seen=6400) == pytest.approx(0.5 ** (64 / 320))
+    assert ema.decay(64, images_seen=10**6) == pytest.approx(0.5 ** (64 / 10000))
+    assert ema.decay(0, images_seen=0) == 1.0  # no images, no move
+    generator = _net(0.0)
+    with torch.no_grad():
+        for p in generator.parameters():
+            p.fill_(1.0)
+    ema.update(generator, num_images=64, images_seen=0)  # the first step: the EMA is G
+    assert all(torch.equal(p, torch.ones_like(p)) for p in ema.module.parameters())
+    # Without the ramp the same first update keeps nearly all of the initial weights.
+    plain = GeneratorEMA(_net(0.0), half_life_images=10000)
+    plain.update(generator, num_images=64, images_seen=0)
+    assert all(p.max() < 0.01 for p in plain.module.parameters())
+    with pytest.raises(ValueError, match="rampup must be >= 0, got -0.1"):
+        GeneratorEMA(_net(0.0), half_life_images=10, rampup=-0.1)
+
+
+def test_ema_with_rampup_after_steps_trails_g_by_a_few_percent_not_the_init() -> None:
+    """225 steps of 64 images, G walking linearly from 0 to 1: with the ramp the EMA ends near
+    G (it averages the last ~5% of training); without it, 37% of the init is still in it."""
+
+    def final_value(rampup: float) -> float:
+        generator = _net(0.0)
+        ema = GeneratorEMA(generator, half_life_images=10000, rampup=rampup)
+        for step in range(225):
+            with torch.no_grad():
+                for p in generator.parameters():
+                    p.fill_((step + 1) / 225)
+            ema.update(generator, num_images=64, images_seen=step * 64)
+        return next(ema.module.parameters()).mean().item()
+
+    assert final_value(0.05) > 0.9
+    assert final_value(0.0) < 0.55
+
+
 def test_ema_refuses_a_generator_whose_parameters_do_not_match() -> None:
     ema = GeneratorEMA(_net(0.0), half_life_images=10)
     other = nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2))

@@ -31,6 +31,16 @@ class ConditionalGenerator(nn.Module):
             self.ups.append(nn.ConvTranspose2d(fan_in, fan_out, 4, 2, 1, bias=False))
             self.norms.append(ConditionalBatchNorm2d(fan_out, num_classes))
         self.to_image = nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1)
+        # DCGAN's N(0, 0.02) for the convolutions (the conditional BN gains and biases stay
+        # zero: plain BN at the start). PyTorch's default init would give the last layer
+        # weights of std ~0.14 over 256 inputs per pixel: pre-tanh std ~1.5, a quarter of the
+        # pixels saturated, and a first grid of black-and-white noise that D tells apart at
+        # once (its hinge loss was 0 by step 60 while G still drew noise).
+        for module in self.modules():
+            if isinstance(module, nn.ConvTranspose2d):
+                nn.init.normal_(module.weight, 0.0, 0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         onehot = F.one_hot(labels, self.num_classes).to(z.dtype)  # [B, num_classes]

@@ -78,7 +78,7 @@ class AdversarialGAN(Algorithm):
         )
         self.num_classes = int(getattr(generator, "num_classes", 0))
         self.ema = (
-            GeneratorEMA(generator, cfg.train.ema_half_life_images)
+            GeneratorEMA(generator, cfg.train.ema_half_life_images, cfg.train.ema_rampup)
             if cfg.train.ema_half_life_images > 0
             else None
         )
@@ -163,7 +163,8 @@ class AdversarialGAN(Algorithm):
                     for param in self.networks[name].parameters():
                         param.clamp_(-clip, clip)
         if phase.name == "g" and self.ema is not None:
-            self.ema.update(self.local(G), self.runtime.batch_per_rank * self.runtime.world_size)
+            images = self.runtime.batch_per_rank * self.runtime.world_size
+            self.ema.update(self.local(G), images, images_seen=phase.index * images)
 
     def sample(self) -> dict[str, torch.Tensor]:
         """`samples` from the generator evaluation scores (the EMA when on), `samples_raw` from

@@ -92,6 +92,8 @@ class TrainConfig:
     """Discriminator steps per generator step, each on a fresh real batch (5 for WGAN-GP)."""
     ema_half_life_images: int = 0
     """Half-life of the generator EMA in images (global, so independent of GPU count); 0: no EMA."""
+    ema_rampup: float = 0.05
+    """EMA warm-up (StyleGAN2-ADA's ema_rampup): the half-life is at most this x the images G has trained on, so early grids and scores are not dragged back to the random initial weights; 0: the full half-life from step 0."""
     augment: str | None = None
     """DiffAugment policy for real and fake images in D: comma list of translation, cutout, color."""
     ada_target: float = 0.0
@@ -141,6 +143,10 @@ class TrainConfig:
         _require(
             self.ema_half_life_images >= 0,
             f"train.ema_half_life_images must be >= 0, got {self.ema_half_life_images}",
+        )
+        _require(
+            self.ema_rampup >= 0,
+            f"train.ema_rampup must be >= 0 (0.05 in StyleGAN2-ADA, 0: off), got {self.ema_rampup}",
         )
         _require(
             0 <= self.ada_target < 1,
