@@ -202,7 +202,10 @@ def train_for_budget(
                         raise RuntimeError(f"{config}: did not stop within {stop_timeout_s:.0f} s:\n{tail()}")  # fmt: skip
                     time.sleep(0.05)
             ended = time.monotonic()
-            child.wait(timeout=stop_timeout_s)
+            try:
+                child.wait(timeout=stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"{config}: did not exit within {stop_timeout_s:.0f} s of its stop:\n{tail()}") from None  # fmt: skip
         finally:
             _stop_group(child)
             reader.join(10)
