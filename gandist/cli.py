@@ -381,6 +381,29 @@ def cmd_bench_families(args: argparse.Namespace) -> int:
     return bench_families(args.configs, args.set, args.steps, args.warmup, num)
 
 
+def cmd_bench_quality(args: argparse.Namespace) -> int:
+    from gandist.bench.quality import bench_quality
+    from gandist.errors import ConfigError
+
+    if args.num_processes != "auto" and not args.num_processes.isdigit():
+        print(
+            f"gandist: error: --num-processes must be a number or 'auto', got {args.num_processes!r}",
+            file=sys.stderr,
+        )
+        return 2
+    num = default_num_processes() if args.num_processes == "auto" else int(args.num_processes)
+    try:
+        rows = bench_quality(
+            args.configs, args.override, budget_s=args.budget_s, num_processes=num,
+            work=args.work, samples=args.samples, json_path=args.json,
+            skip_baseline=args.skip_baseline, glyphs=args.glyphs,
+        )  # fmt: skip
+    except ConfigError as err:
+        print(f"gandist: error: {err}", file=sys.stderr)
+        return 2
+    return 1 if any("error" in row for row in rows) else 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     import json
 
@@ -702,6 +725,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-processes", default="auto", help="ranks: a number or 'auto'")
     p.add_argument("--set", nargs="*", default=[], help="key=value overrides for every config")
     p.set_defaults(func=cmd_bench_families)
+    p = bench_sub.add_parser(
+        "quality",
+        help="domain FID, precision, recall and class coverage of every family after the same "
+        "wall-clock budget, against the seeds' textbook MLP loop",
+    )
+    p.add_argument("--configs", nargs="+", default=None,
+                   help="config files (default: every image family's: mlp dcgan conditional wgan wgan-gp sngan biggan stylegan2)")  # fmt: skip
+    p.add_argument("--budget-s", type=float, default=600.0,
+                   help="training seconds per config and for the seeds' loop, from the end of the first step")  # fmt: skip
+    p.add_argument("--num-processes", default="2",
+                   help="ranks per training run (one thread each; the seeds' loop gets as many threads): a number or 'auto'")  # fmt: skip
+    p.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                   help="a config override for every family run (repeat for several)")  # fmt: skip
+    p.add_argument("--work", type=Path, default=None,
+                   help="folder of the glyphs, classifier, reference cache and runs (reused; default a new temporary one)")  # fmt: skip
+    p.add_argument("--samples", type=int, default=2000,
+                   help="generated samples scored, and real glyphs in the reference")  # fmt: skip
+    p.add_argument("--glyphs", type=int, default=20000, help="built-in glyphs written to --work")
+    p.add_argument("--json", type=Path, default=None, help="also write the table here as JSON")
+    p.add_argument("--skip-baseline", action="store_true", help="leave out the seeds' loop")
+    p.set_defaults(func=cmd_bench_quality)
     p = bench_sub.add_parser(
         "fid", help="scoring time of our sharded path against torch-fidelity direct (InceptionV3)"
     )

@@ -26,7 +26,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def prepare(work: Path, num: int) -> tuple[Path, Path]:
+def prepare(work: Path, num: int, classifier_steps: int = 300) -> tuple[Path, Path]:
+    """Glyph shards (`num` glyphs, 32 px) and the glyph classifier trained on them in
+    grayscale, in `work`; both are reused when already there."""
     from gandist.data.shards import write_manifest, write_shards
     from gandist.data.synthetic import glyph_samples
     from gandist.metrics.domain import train_classifier
@@ -36,7 +38,9 @@ def prepare(work: Path, num: int) -> tuple[Path, Path]:
         written = write_shards(glyph_samples(num, size=32, seed=1), shards, "glyphs", 1000)
         write_manifest(shards, written, kind="image", count=num, resolution=32)
     if not classifier.is_file():
-        train_classifier(str(shards), classifier, channels=1, steps=300, progress=False)
+        train_classifier(
+            str(shards), classifier, channels=1, steps=classifier_steps, progress=False
+        )
     return shards, classifier
 
 

@@ -49,16 +49,25 @@ def timed_run_overrides(overrides: list[str], steps: int, window: int) -> list[s
     ]
 
 
-def train_in_subprocesses(
+def training_command(
     config: str, overrides: list[str], num_processes: int, out_dir: Path
-) -> None:
-    """`gandist train --num-processes N` into `out_dir`, one thread a rank, wandb offline; its
-    figures are read back from out_dir's metrics.jsonl."""
+) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of `gandist train --num-processes N` into `out_dir`,
+    one thread a rank, wandb offline."""
     env = os.environ | {"OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
     command = [
         sys.executable, "-m", "gandist.cli", "train", config, *overrides,
         f"output_dir={out_dir}", "--num-processes", str(num_processes),
     ]  # fmt: skip
+    return command, env
+
+
+def train_in_subprocesses(
+    config: str, overrides: list[str], num_processes: int, out_dir: Path
+) -> None:
+    """`gandist train --num-processes N` into `out_dir` (`training_command`); its figures are
+    read back from out_dir's metrics.jsonl."""
+    command, env = training_command(config, overrides, num_processes, out_dir)
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     if result.returncode != 0:
         raise RuntimeError(f"{' '.join(command)} failed:\n{result.stderr[-3000:]}")
