@@ -463,7 +463,7 @@ def bench_quality(
             row = {"family": stem, "config": config, "error": str(err).splitlines()[0]}
             print(str(err), flush=True)
         rows.append(row)
-        print(format_table([row]).splitlines()[-1], flush=True)
+        print(format_table(rows).splitlines()[-1], flush=True)  # with the baseline, for "beats"
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (started at {load:.1f})")
     print(format_table(rows), flush=True)
     if json_path is not None:
