@@ -112,6 +112,29 @@ def test_conditional_families_build_only_with_num_classes() -> None:
             MODELS.get(name)(cfg.model, cfg.data.resolution, cfg.data.channels)
 
 
+def test_dcgan_minibatch_stddev_lets_d_see_how_alike_the_batch_is() -> None:
+    """model.minibatch_stddev=4: D's logit for one image depends on the other images of its
+    group (the spread a collapsed G cannot fake); without it (BN in eval mode) it does not."""
+    images = torch.randn(8, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    alike = images.clone()
+    alike[2::2] = images[0]  # StyleGAN's groups are strided: 0, 2, 4, 6 is one, as one image
+    for group, depends in ((0, False), (4, True)):
+        cfg = load_config(None, ["model.d_width=8", f"model.minibatch_stddev={group}"]).model
+        _, discriminator = _build(cfg, 32, 1)
+        discriminator.eval()
+        with torch.no_grad():
+            before, after = discriminator(images), discriminator(alike)
+        assert ((before[0] - after[0]).abs() > 1e-6) == depends, (group, before[0], after[0])
+        assert (before[1::2] == after[1::2]).all()  # the other group: 1, 3, 5, 7
+
+
+def test_minibatch_stddev_is_refused_for_families_other_than_dcgan() -> None:
+    with pytest.raises(ConfigError, match=r"model.minibatch_stddev=4 applies to model.name=dcgan"):
+        load_config(None, ["model.name=sngan", "model.minibatch_stddev=4"])
+    with pytest.raises(ConfigError, match=r"model.minibatch_stddev must be >= 0"):
+        load_config(None, ["model.minibatch_stddev=-1"])
+
+
 def test_biggan_latent_too_small_for_its_chunks() -> None:
     with pytest.raises(ConfigError, match="chunks"):
         load_config(None, ["model.name=biggan", "model.num_classes=2", "model.latent_dim=3"])

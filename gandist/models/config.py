@@ -36,6 +36,8 @@ class ModelConfig:
     """wavegan: samples per generated clip, 16384 (1.02 s at 16 kHz), 65536 (4.1 s, one more layer in G and D) or 4096 (0.26 s, one fewer: short CPU runs); must equal data.length."""
     phase_shuffle: int = 2
     """wavegan: D shifts each layer's activations by a random -n..n samples (reflect padding) so it cannot key on G's periodic artefacts; 0 disables it."""
+    minibatch_stddev: int = 0
+    """dcgan: group size of a minibatch-standard-deviation channel before D's last layer (StyleGAN's remedy for mode collapse; its D always has one, of 4); 0 = none."""
     num_discriminators: int = 1
     """Discriminators trained against G (train.algorithm=adversarial), a remedy for mode collapse: D and G losses average over them; more than 1 is model.multi_d."""
     multi_d: Literal["scales", "ensemble"] = "scales"
@@ -67,6 +69,15 @@ class ModelConfig:
             self.attention_resolution == 0 or self.name in ATTENTION_FAMILIES,
             f"model.attention_resolution={self.attention_resolution} applies to model.name in "
             f"{list(ATTENTION_FAMILIES)}, not {self.name}: set it to 0",
+        )
+        _require(
+            self.minibatch_stddev >= 0,
+            f"model.minibatch_stddev must be >= 0 (0 = none), got {self.minibatch_stddev}",
+        )
+        _require(
+            self.minibatch_stddev == 0 or self.name == "dcgan",
+            f"model.minibatch_stddev={self.minibatch_stddev} applies to model.name=dcgan "
+            f"(stylegan2's D always has one), not {self.name}: set it to 0",
         )
         _require(self.res_blocks >= 1, f"model.res_blocks must be >= 1, got {self.res_blocks}")
         _require(

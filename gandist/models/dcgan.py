@@ -9,6 +9,7 @@ from torch import nn
 
 from gandist.errors import ConfigError
 from gandist.models.config import ModelConfig
+from gandist.models.layers import MinibatchStddev
 from gandist.registry import MODELS
 
 
@@ -52,7 +53,7 @@ class DCGANGenerator(nn.Module):
 
 
 class DCGANDiscriminator(nn.Module):
-    def __init__(self, width: int, resolution: int, channels: int) -> None:
+    def __init__(self, width: int, resolution: int, channels: int, mbstd_group: int = 0) -> None:
         super().__init__()
         stages = _num_stages(resolution)
         widths = [width * 2**i for i in range(stages)]  # e.g. [w, 2w, 4w] at 32 px
@@ -67,7 +68,10 @@ class DCGANDiscriminator(nn.Module):
                 nn.BatchNorm2d(fan_out),
                 nn.LeakyReLU(0.2, inplace=True),
             ]
-        layers.append(nn.Conv2d(widths[-1], 1, 4, 1, 0, bias=False))  # [B, 1, 1, 1] logits
+        if mbstd_group:  # one more channel on the 4x4 map: the spread of features in the group
+            layers.append(MinibatchStddev(mbstd_group))
+        head_in = widths[-1] + (1 if mbstd_group else 0)
+        layers.append(nn.Conv2d(head_in, 1, 4, 1, 0, bias=False))  # [B, 1, 1, 1] logits
         self.net = nn.Sequential(*layers)
         self.apply(_init_weights)
 
@@ -86,7 +90,7 @@ def validate(cfg: ModelConfig, resolution: int, channels: int) -> None:
 def build(cfg: ModelConfig, resolution: int, channels: int) -> tuple[nn.Module, nn.Module]:
     validate(cfg, resolution, channels)
     generator = DCGANGenerator(cfg.latent_dim, cfg.g_width, resolution, channels)
-    discriminator = DCGANDiscriminator(cfg.d_width, resolution, channels)
+    discriminator = DCGANDiscriminator(cfg.d_width, resolution, channels, cfg.minibatch_stddev)
     return generator, discriminator
 
 

@@ -19,6 +19,29 @@ from gandist.errors import ConfigError
 _KEYS_SHOWN = 3
 
 
+def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
+    """Append the feature standard deviation across groups of samples as one extra channel."""
+    batch, ch, height, width = x.shape
+    group = math.gcd(group_size, batch)
+    y = x.float().reshape(group, -1, ch, height, width)
+    y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt()  # [B/G, C, H, W]
+    y = y.mean(dim=(1, 2, 3))[:, None, None, None]  # [B/G, 1, 1, 1]
+    y = y.repeat(group, 1, height, width).to(x.dtype)
+    return torch.cat([x, y], dim=1)
+
+
+class MinibatchStddev(nn.Module):
+    """minibatch_stddev as a layer (StyleGAN's remedy for collapse, Karras et al., 2018, 3):
+    D sees how much the samples in its group differ, so a G that draws one image is caught."""
+
+    def __init__(self, group_size: int) -> None:
+        super().__init__()
+        self.group_size = group_size
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return minibatch_stddev(x, self.group_size)  # [B, C + 1, H, W]
+
+
 def maybe_sn(module: nn.Module, enabled: bool) -> nn.Module:
     """`module` with spectral normalisation of its weight (Miyato et al., 2018) when enabled."""
     return spectral_norm(module) if enabled else module

@@ -27,7 +27,7 @@ from torch import nn
 from gandist.errors import ConfigError
 from gandist.models.config import ModelConfig
 from gandist.models.filters import conv2d_resample, setup_filter, upsample2d
-from gandist.models.layers import GuardedWeights
+from gandist.models.layers import GuardedWeights, minibatch_stddev
 from gandist.registry import MODELS
 
 SQRT2 = math.sqrt(2.0)
@@ -260,17 +260,6 @@ class DiscriminatorBlock(nn.Module):
         skip = self.skip(x)
         h = _lrelu(self.conv2(_lrelu(self.conv1(x))))
         return (h + skip) / SQRT2  # residual sum at unit variance
-
-
-def minibatch_stddev(x: torch.Tensor, group_size: int = 4) -> torch.Tensor:
-    """Append the feature standard deviation across groups of samples as one extra channel."""
-    batch, ch, height, width = x.shape
-    group = math.gcd(group_size, batch)
-    y = x.float().reshape(group, -1, ch, height, width)
-    y = (y - y.mean(0)).square().mean(0).add(1e-8).sqrt()  # [B/G, C, H, W]
-    y = y.mean(dim=(1, 2, 3))[:, None, None, None]  # [B/G, 1, 1, 1]
-    y = y.repeat(group, 1, height, width).to(x.dtype)
-    return torch.cat([x, y], dim=1)
 
 
 class StyleGAN2Discriminator(GuardedWeights):
