@@ -396,7 +396,7 @@ def cmd_bench_quality(args: argparse.Namespace) -> int:
         rows = bench_quality(
             args.configs, args.override, budget_s=args.budget_s, num_processes=num,
             work=args.work, samples=args.samples, json_path=args.json,
-            skip_baseline=args.skip_baseline, glyphs=args.glyphs,
+            skip_baseline=args.skip_baseline, glyphs=args.glyphs, before=args.before,
         )  # fmt: skip
     except ConfigError as err:
         print(f"gandist: error: {err}", file=sys.stderr)
@@ -745,6 +745,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--glyphs", type=int, default=20000, help="built-in glyphs written to --work")
     p.add_argument("--json", type=Path, default=None, help="also write the table here as JSON")
     p.add_argument("--skip-baseline", action="store_true", help="leave out the seeds' loop")
+    p.add_argument("--before", metavar="COMMIT", default=None,
+                   help="also train each config as it was at this commit of the repository, with that commit's code, for a before/now table")  # fmt: skip
     p.set_defaults(func=cmd_bench_quality)
     p = bench_sub.add_parser(
         "fid", help="scoring time of our sharded path against torch-fidelity direct (InceptionV3)"

@@ -10,11 +10,19 @@ GAN with BCE and Adam, written for 28 px MNIST, here at 32x32x1) in one process 
 Every generator (a run's evaluation generator: its EMA when it keeps one) is scored by one
 Evaluator: the same latents, the same real reference, domain FID, precision and recall
 (torch-fidelity `prc`) and class coverage with the smallest and largest class share.
+
+With `before=REV` every config also trains as it was at that commit of this repository, with
+that commit's code (`git archive` unpacked into the work folder, first on PYTHONPATH), and its
+generator writes the Evaluator's samples there (the same latents and labels, SAMPLES_SCRIPT); the
+Evaluator in this process scores them (`Replay`), so a row before and a row now differ only in
+the code and config that trained them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import io
 import itertools
 import json
 import math
@@ -23,6 +31,8 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -46,9 +56,11 @@ START_TIMEOUT_S = 900.0
 """Longest wait for a run's first training step (imports, process group, data workers)."""
 STOP_TIMEOUT_S = 300.0
 """Longest wait for a run to checkpoint and exit once its stop file asks it to."""
-FIRST_STEP = re.compile(r"\bstep (\d+)/(\d+) \(")
+FIRST_STEP = re.compile(r"(?:\bstep |\| *)([1-9]\d*)/(\d+) [(\[]")
 """The main process's plain progress line (`step 1/5000 (0.0%) | ...`), written at the end of
-the first step when its output is not a terminal (gandist.training.progress)."""
+the first step when its output is not a terminal (gandist.training.progress), or the tqdm bar
+of older checkouts (`  0%|    | 1/5000 [00:02<...`; the pipe reads its carriage returns as line
+ends). Step 0 (the bar drawn before training) does not count."""
 STOPPED = re.compile(r"^stopped at step (\d+)$", re.MULTILINE)
 
 
@@ -104,6 +116,97 @@ class Scorer:
         }
 
 
+# ---- another commit's code: its checkout, and its generator's samples played back -----------
+
+SAMPLES_SCRIPT = """
+import sys
+import torch
+from safetensors.torch import save_file
+from gandist.metrics.sharded import evaluation_latents
+from gandist.models import generate
+from gandist.runs.sample import load_generator
+
+run_dir, out, num, seed, batch = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:6])
+generator, _ = load_generator(run_dir)
+num_classes = int(getattr(generator, "num_classes", 0) or 0)
+latents, labels = evaluation_latents(num, int(generator.latent_dim), num_classes, seed)
+with torch.no_grad():
+    images = torch.cat([
+        generate(generator, latents[i : i + batch], None if labels is None else labels[i : i + batch])
+        for i in range(0, num, batch)
+    ])
+tensors = {"latents": latents, "images": images.float().contiguous()}
+if labels is not None:
+    tensors["labels"] = labels
+save_file(tensors, out, metadata={"num_classes": str(num_classes)})
+"""
+"""Run by the measured checkout's Python (the code of both then and now): the run's generator
+(its EMA when it keeps one) on the Evaluator's own latents and labels, `evaluation_latents`."""
+
+
+def checkout(rev: str, work: Path) -> tuple[Path, str]:
+    """This repository's tree at commit `rev`, unpacked once into `work`/source-SHA; and SHA."""
+    from gandist.errors import ConfigError
+
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--verify", "--quiet", f"{rev}^{{commit}}"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if found.returncode != 0:
+        raise ConfigError(f"--before {rev}: no such commit in {ROOT} (try a hash from `git log`)")
+    sha = found.stdout.strip()
+    tree = work / f"source-{sha[:12]}"
+    if not (tree / "gandist").is_dir():
+        partial = tree.with_name(tree.name + ".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", sha], capture_output=True, check=True)  # fmt: skip
+        with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+            tar.extractall(partial, filter="data")
+        partial.rename(tree)
+    return tree, sha
+
+
+class Replay(nn.Module):
+    """Samples that another checkout's generator wrote (SAMPLES_SCRIPT), seen as a generator by
+    the Evaluator: each call must bring the next latents (and labels) of the file, in order, and
+    gets their images. Anything else raises, so a score never pairs the wrong images."""
+
+    def __init__(self, path: Path) -> None:
+        from safetensors import safe_open
+        from safetensors.torch import load_file
+
+        super().__init__()
+        tensors = load_file(path)
+        with safe_open(path, "pt") as f:
+            self.num_classes = int(f.metadata()["num_classes"])
+        self.latents, self.images = tensors["latents"], tensors["images"]
+        self.labels = tensors.get("labels")
+        self.latent_dim = self.latents.shape[1]
+        self.cursor = 0
+
+    def forward(self, latents: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+        start, end = self.cursor, self.cursor + len(latents)
+        same = torch.equal(latents, self.latents[start:end])
+        if self.labels is not None:
+            same = same and labels is not None and torch.equal(labels, self.labels[start:end])
+        if not same:
+            raise RuntimeError(f"Replay: samples {start}..{end} were drawn for other latents")
+        self.cursor = end % len(self.latents)
+        return self.images[start:end]
+
+
+def replayed_generator(run_dir: Path, source: Path, num: int, seed: int = 0) -> Replay:
+    """The run's generator as `source`'s code builds it: its samples for the Evaluator's latents."""
+    out = run_dir.with_suffix(".samples.safetensors")
+    env = os.environ | {"PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-c", SAMPLES_SCRIPT, str(run_dir), str(out), str(num), str(seed), "100"]  # fmt: skip
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"{run_dir}: sampling with {source} failed:\n{done.stderr[-2000:]}")
+    return Replay(out)
+
+
 # ---- the families: `gandist train` for a wall-clock budget -----------------------------------
 
 
@@ -135,9 +238,11 @@ def train_for_budget(
     budget_s: float,
     start_timeout_s: float = START_TIMEOUT_S,
     stop_timeout_s: float = STOP_TIMEOUT_S,
+    source: Path | None = None,
 ) -> dict[str, Any]:
     """Train `config` with `gandist train --num-processes N` into `run_dir` for `budget_s`
     seconds counted from the end of its first step, then ask it to stop through its stop file.
+    With `source` (another checkout of gandist) that checkout's code trains it.
 
     Returns steps reached, the configured train.steps, whether the budget (not train.steps)
     ended it, training seconds (end of the first step to the stop checkpoint) and images/s over
@@ -156,6 +261,8 @@ def train_for_budget(
     stop_file.unlink(missing_ok=True)
     command, env = training_command(config, overrides, num_processes, run_dir)
     env[STOP_FILE_ENV] = str(stop_file)
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
     first: dict[str, float] = {}
     first_step = threading.Event()
 
@@ -406,6 +513,50 @@ def config_path(config: str) -> Path:
     raise ConfigError(f"--configs: no config file {config} (e.g. configs/dcgan.yaml)")
 
 
+@dataclasses.dataclass
+class Budget:
+    """What every family run shares: where runs go, their overrides, ranks and budget."""
+
+    runs: Path
+    overrides: list[str]
+    num_processes: int
+    budget_s: float
+
+
+def measure(
+    config: str,
+    path: Path,
+    budget: Budget,
+    scorer: Scorer,
+    source: tuple[Path, str] | None = None,
+) -> dict[str, Any]:
+    """One row: `path` trained for the budget by this checkout, or with `source` (a checkout's
+    tree and commit) as that commit had it, by that commit's code; its generator scored."""
+    from gandist.rundir import find_checkpoint
+    from gandist.runs.sample import load_generator
+    from gandist.training.config import load_config
+
+    train_path, run_dir, label, tree = path, budget.runs / path.stem, config, None
+    if source is not None:
+        tree, sha = source
+        label, run_dir = f"{config} @ {sha[:7]}", budget.runs / f"{path.stem}@{sha[:7]}"
+        inside = path.is_relative_to(ROOT)
+        train_path = tree / path.relative_to(ROOT) if inside else tree / "not-in-this-checkout"
+    try:
+        if not train_path.is_file():
+            raise RuntimeError(f"{config}: not in commit {label.split(' @ ')[-1]}")
+        figures = train_for_budget(str(train_path), budget.overrides, budget.num_processes, run_dir, budget.budget_s, source=tree)  # fmt: skip
+        family = load_config(find_checkpoint(run_dir) / "config.yaml").model.name
+        if tree is None:
+            generator, _ = load_generator(run_dir)
+        else:
+            generator = replayed_generator(run_dir, tree, scorer.num)
+        return {"family": family, "config": label, **figures, **scorer(generator)}
+    except (RuntimeError, ValueError) as err:
+        print(str(err), flush=True)
+        return {"family": path.stem, "config": label, "error": str(err).splitlines()[0]}
+
+
 def bench_quality(
     configs: list[str] | None = None,
     overrides: list[str] | None = None,
@@ -417,19 +568,22 @@ def bench_quality(
     skip_baseline: bool = False,
     glyphs: int = 20000,
     classifier_steps: int = 300,
+    before: str | None = None,
 ) -> list[dict[str, Any]]:
     """Train every config (and the seeds' loop) for `budget_s` seconds, score each, print the
-    table and return its rows (a failed run's row holds `error`)."""
+    table and return its rows (a failed run's row holds `error`). With `before` (a commit), each
+    config's row follows one of the same config trained by that commit's code."""
     from gandist.errors import ConfigError
-    from gandist.runs.sample import load_generator
 
     for name, value in (("--budget-s", budget_s), ("--num-processes", num_processes), ("--samples", samples)):  # fmt: skip
         if not value > 0 or (name == "--samples" and value < 2):
             raise ConfigError(f"{name} must be {'>= 2' if name == '--samples' else '> 0'}, got {value}")  # fmt: skip
     paths = [config_path(config) for config in configs or DEFAULT_CONFIGS]
     work = Path(work).resolve() if work else Path(tempfile.mkdtemp(prefix="gandist-quality-"))
+    source = checkout(before, work) if before else None  # a wrong commit fails before training
     shards, classifier = prepare(work, glyphs, classifier_steps=classifier_steps)
     scorer = Scorer(shards, classifier, samples, work / "cache")
+    common = Budget(work / "quality-runs", [*run_overrides(shards), *(overrides or [])], num_processes, budget_s)  # fmt: skip
     load = os.getloadavg()[0]
     print(
         f"gandist bench quality: {budget_s:g} s of training each (from the end of the first "
@@ -447,23 +601,9 @@ def bench_quality(
         rows.append({"family": BASELINE, "config": "seeds/000 (plain PyTorch)", **figures, **scorer(generator)})  # fmt: skip
         print(format_table(rows[-1:]).splitlines()[-1], flush=True)
     for config, path in zip(configs or DEFAULT_CONFIGS, paths, strict=True):
-        stem = path.stem
-        run_dir = work / "quality-runs" / stem
-        try:
-            figures = train_for_budget(
-                str(path),
-                [*run_overrides(shards), *(overrides or [])],
-                num_processes,
-                run_dir,
-                budget_s,
-            )
-            generator, cfg = load_generator(run_dir)
-            row = {"family": cfg.model.name, "config": config, **figures, **scorer(generator)}
-        except (RuntimeError, ValueError) as err:
-            row = {"family": stem, "config": config, "error": str(err).splitlines()[0]}
-            print(str(err), flush=True)
-        rows.append(row)
-        print(format_table(rows).splitlines()[-1], flush=True)  # with the baseline, for "beats"
+        for tree in ([source] if source else []) + [None]:  # the commit's config first, then now
+            rows.append(measure(config, path, common, scorer, tree))
+            print(format_table(rows).splitlines()[-1], flush=True)  # with the baseline: "beats"
     print(f"\nload average {os.getloadavg()[0]:.1f} at the end (started at {load:.1f})")
     print(format_table(rows), flush=True)
     if json_path is not None:
