@@ -26,6 +26,11 @@ from gandist.cli import main
 from gandist.runs.sample import load_generator
 
 SCORES = ("fid", "precision", "recall", "class_coverage", "share_min", "share_max")
+TINY = [
+    "model.latent_dim=16", "model.g_width=16", "model.d_width=16", "train.batch_size=16",
+    "train.steps=100000", "data.num_workers=0", "data.shuffle_buffer=16",
+]  # fmt: skip
+"""Small networks, and a train.steps that a budget of seconds never reaches."""
 
 
 def _children() -> list[str]:
@@ -42,13 +47,9 @@ def test_bench_quality_stops_a_run_by_its_budget_and_scores_it_beside_the_seeds_
 ) -> None:
     broken = tmp_path / "broken.yaml"
     broken.write_text("model:\n  name: no-such-family\n")
-    tiny = [
-        "model.latent_dim=16", "model.g_width=16", "model.d_width=16", "train.batch_size=16",
-        "train.steps=100000", "data.num_workers=0", "data.shuffle_buffer=16",
-    ]  # fmt: skip
     work = tmp_path / "work"
     rows = bench_quality(
-        ["configs/mlp.yaml", str(broken)], tiny, budget_s=3.0, num_processes=1, work=work,
+        ["configs/mlp.yaml", str(broken)], TINY, budget_s=3.0, num_processes=1, work=work,
         samples=150, json_path=tmp_path / "quality.json", glyphs=300, classifier_steps=10,
     )  # fmt: skip
 
@@ -99,13 +100,9 @@ def test_bench_quality_before_trains_the_commits_config_with_its_code_and_scores
     """--before COMMIT: a row per config trained by that commit's code (here HEAD's, from git
     archive, first on PYTHONPATH), scored from samples its code wrote for the Evaluator's own
     latents; those samples score exactly as the generator does in this process."""
-    tiny = [
-        "model.latent_dim=16", "model.g_width=16", "model.d_width=16", "train.batch_size=16",
-        "train.steps=100000", "data.num_workers=0", "data.shuffle_buffer=16",
-    ]  # fmt: skip
     work = tmp_path / "work"
     rows = bench_quality(
-        ["configs/mlp.yaml"], tiny, budget_s=3.0, num_processes=1, work=work, samples=150,
+        ["configs/mlp.yaml"], TINY, budget_s=3.0, num_processes=1, work=work, samples=150,
         glyphs=300, classifier_steps=10, skip_baseline=True, before="HEAD",
     )  # fmt: skip
 
